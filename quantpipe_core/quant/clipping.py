@@ -1,0 +1,172 @@
+"""Clipping methods: each turns a tensor's group statistics into one clip range per group.
+
+One small class per method behind one interface, `ranges(stats, bits) -> (lo, hi)`:
+
+- `minmax`: the data's own extremes; no clipping error, the coarsest grid.
+- `aciq`: Banner et al.'s closed-form clip for a fitted distribution (see `aciq.py`).
+- `ds-aciq`: ACIQ's range, then a directed search on the tensor's real quantization error
+  (see `search.py`); per tensor it searches on a histogram and finishes with one exact
+  comparison against the ACIQ start, so it never ends worse than ACIQ on the tensor it sees.
+- `percentile`: the pct-th and (100 - pct)-th percentiles.
+- `mse`: exhaustive grid search of both ends on the quantization error.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from quantpipe_core.quant import grid
+from quantpipe_core.quant.aciq import DISTRIBUTIONS, aciq_range
+from quantpipe_core.quant.error import ExactError, HistogramError
+from quantpipe_core.quant.observe import GroupStats
+from quantpipe_core.quant.search import directed_search, grid_search
+
+METHODS = ("minmax", "aciq", "ds-aciq", "percentile", "mse")
+GRANULARITIES = ("tensor", "token")
+TOKEN_GRID_POINTS = 16
+
+
+class ClipMethod(Protocol):
+    def ranges(self, stats: GroupStats, bits: int) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class MinMax:
+    def ranges(self, stats: GroupStats, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        return stats.min, stats.max
+
+
+class Aciq:
+    def __init__(self, dist: str) -> None:
+        self.dist = dist
+
+    def ranges(self, stats: GroupStats, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        return aciq_range(stats, bits, self.dist)
+
+
+class DsAciq:
+    def __init__(self, dist: str) -> None:
+        self.dist = dist
+
+    def ranges(self, stats: GroupStats, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        start_lo, start_hi = aciq_range(stats, bits, self.dist)
+        estimate = _error_model(stats, bits)
+        lo, hi = directed_search(estimate, start_lo, start_hi, stats.min, stats.max)
+        if isinstance(estimate, ExactError):
+            return lo, hi
+        exact = ExactError(stats, bits).mse(np.stack([start_lo, lo]), np.stack([start_hi, hi]))
+        keep_start = exact[0] <= exact[1]
+        return np.where(keep_start, start_lo, lo), np.where(keep_start, start_hi, hi)
+
+
+class Percentile:
+    def __init__(self, pct: float) -> None:
+        self.pct = pct
+
+    def ranges(self, stats: GroupStats, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        n = stats.x2d.shape[1]
+        if n == 0:
+            return stats.min, stats.max
+        k_hi = min(max(math.ceil(self.pct / 100.0 * n), 1), n)
+        k_lo = n + 1 - k_hi
+        lo = torch.kthvalue(stats.x2d, k_lo, dim=1).values.double().numpy()
+        hi = torch.kthvalue(stats.x2d, k_hi, dim=1).values.double().numpy()
+        return lo, hi
+
+
+class MseGrid:
+    def ranges(self, stats: GroupStats, bits: int) -> tuple[np.ndarray, np.ndarray]:
+        estimate = _error_model(stats, bits)
+        points = TOKEN_GRID_POINTS if isinstance(estimate, ExactError) else None
+        centre = np.clip(stats.mean, stats.min, stats.max)
+        kwargs = {} if points is None else {"points": points}
+        return grid_search(estimate, stats.min, centre, stats.max, **kwargs)
+
+
+def _error_model(stats: GroupStats, bits: int) -> ExactError | HistogramError:
+    """Histogram estimate for one group (no tensor pass per candidate), exact for many."""
+    if stats.groups == 1:
+        return HistogramError(stats, bits)
+    return ExactError(stats, bits)
+
+
+def clip_method(method: str, *, dist: str = "auto", pct: float = 99.99) -> ClipMethod:
+    """The clipping method named `method`, with its options checked."""
+    if dist not in DISTRIBUTIONS:
+        raise ValueError(f"unknown dist {dist!r}; choose one of {', '.join(DISTRIBUTIONS)}")
+    if not (isinstance(pct, int | float) and 50.0 < pct <= 100.0):
+        raise ValueError(f"pct must be a number in (50, 100], got {pct!r}")
+    if method == "minmax":
+        return MinMax()
+    if method == "aciq":
+        return Aciq(dist)
+    if method == "ds-aciq":
+        return DsAciq(dist)
+    if method == "percentile":
+        return Percentile(float(pct))
+    if method == "mse":
+        return MseGrid()
+    raise ValueError(f"unknown clipping method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def check_bits(bits: object, *, allow_float: bool) -> int:
+    """`bits` as an int in 1..16 (or 32, where float32 may be sent), else a clear ValueError."""
+    allowed = "1..16" + (" or 32" if allow_float else "")
+    if isinstance(bits, bool) or not isinstance(bits, int | np.integer):
+        raise ValueError(f"bits must be an integer in {allowed}, got {bits!r}")
+    bits = int(bits)
+    if grid.MIN_BITS <= bits <= grid.MAX_BITS or (allow_float and bits == grid.FLOAT_BITS):
+        return bits
+    raise ValueError(f"bits must be in {allowed}, got {bits}")
+
+
+def as_groups(x: torch.Tensor, granularity: str) -> torch.Tensor:
+    """Float32 `(groups, values)` view of a float tensor: one group, or one per token."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a floating-point tensor, got dtype {x.dtype}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
+        )
+    x32 = x.detach().to(device="cpu", dtype=torch.float32).contiguous()
+    if granularity == "tensor":
+        return x32.reshape(1, -1)
+    if x32.dim() == 0:
+        raise ValueError("granularity 'token' needs a tensor with at least one dimension")
+    return x32.reshape(-1, x32.shape[-1]) if x32.shape[-1] else x32.reshape(0, 0)
+
+
+def observe(x2d: torch.Tensor, channels: int) -> GroupStats:
+    """Statistics of the groups of `x2d`; refuses NaN and Inf."""
+    stats = GroupStats(x2d, channels)
+    if x2d.numel() and not (np.isfinite(stats.min).all() and np.isfinite(stats.max).all()):
+        raise ValueError("tensor contains NaN or Inf; only finite values can be quantized")
+    return stats
+
+
+def group_ranges(stats: GroupStats, bits: int, method: ClipMethod) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 clip range of each group, as the packet stores it; (0, 0) for empty groups."""
+    if stats.x2d.numel() == 0:
+        zeros = np.zeros(stats.groups, dtype=np.float32)
+        return zeros, zeros.copy()
+    lo, hi = method.ranges(stats, bits)
+    return grid.as_float32_range(lo, hi)
+
+
+def clip_range(
+    x: torch.Tensor, bits: int, method: str, *, dist: str = "auto", pct: float = 99.99
+) -> tuple[float, float]:
+    """The per-tensor clip range (lo, hi) that `method` picks for quantizing `x` to `bits` bits.
+
+    The ends are rounded to float32, exactly as `encode` stores and uses them.
+    """
+    bits = check_bits(bits, allow_float=False)
+    chosen = clip_method(method, dist=dist, pct=pct)
+    x2d = as_groups(x, "tensor")
+    lo, hi = group_ranges(observe(x2d, x.shape[-1] if x.dim() else 1), bits, chosen)
+    return float(lo[0]), float(hi[0])

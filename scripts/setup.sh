@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Set up QuantPipe's environment in .venv: a virtual environment of the system Python
+# (/usr/bin/python3) that also sees its site-packages, so Debian's `mininet` module (installed
+# for that Python) is importable next to torch. torch is installed in the same pip command as
+# its CPU pin, so nothing pulls the multi-GB CUDA build.
+#   bash scripts/setup.sh          # project + test tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=/usr/bin/python3
+if [ ! -x "$PY" ] || ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
+    echo "setup: installing Debian's python3 and python3-venv" >&2
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
+fi
+if [ ! -x .venv/bin/python ]; then
+    "$PY" -m venv --system-site-packages .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    "torch==2.13.0" -e ".[test]"
+echo "setup: ready; use .venv/bin/python" >&2
