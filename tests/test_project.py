@@ -1,0 +1,52 @@
+"""The README's two quick-start commands are what CI runs and what a fresh machine needs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def sh_blocks() -> list[str]:
+    return re.findall(r"^```sh\n(.*?)^```$", (ROOT / "README.md").read_text(), re.M | re.S)
+
+
+def test_readme_starts_with_the_main_job_then_the_tests():
+    main_job, tests = sh_blocks()[:2]
+    assert "scripts/setup.sh" in main_job and "benchmarks/codec.py" in main_job
+    assert "scripts/setup.sh" in tests and "pytest" in tests and "ruff check" in tests
+
+
+def test_ci_runs_the_readmes_test_block():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "README.md" in ci and "n==2" in ci
+
+
+def test_setup_pins_the_cpu_torch_in_the_same_install_as_the_project():
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    assert re.search(r'"torch==2\.13\.0" -e "\.\[test\]"', setup)
+    assert "--system-site-packages" in setup and "/usr/bin/python3" in setup
+
+
+def test_codec_benchmark_runs_and_reports_its_goals():
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "codec.py"),
+            "--repeats",
+            "1",
+            "--bits",
+            "2",
+            "--methods",
+            "minmax,ds-aciq",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    assert "minmax encode 2 bits >= 1000 MB/s" in out
+    assert re.search(r"ds-aciq encode within 3x minmax at 2 bits: \d+\.\d+x", out)
