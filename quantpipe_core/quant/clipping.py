@@ -23,7 +23,7 @@ from quantpipe_core.quant import grid
 from quantpipe_core.quant.aciq import DISTRIBUTIONS, aciq_range
 from quantpipe_core.quant.error import ExactError, HistogramError
 from quantpipe_core.quant.observe import GroupStats
-from quantpipe_core.quant.search import directed_search, grid_search
+from quantpipe_core.quant.search import GRID_POINTS, directed_search, grid_search
 
 METHODS = ("minmax", "aciq", "ds-aciq", "percentile", "mse")
 GRANULARITIES = ("tensor", "token")
@@ -80,10 +80,9 @@ class Percentile:
 class MseGrid:
     def ranges(self, stats: GroupStats, bits: int) -> tuple[np.ndarray, np.ndarray]:
         estimate = _error_model(stats, bits)
-        points = TOKEN_GRID_POINTS if isinstance(estimate, ExactError) else None
+        points = TOKEN_GRID_POINTS if isinstance(estimate, ExactError) else GRID_POINTS
         centre = np.clip(stats.mean, stats.min, stats.max)
-        kwargs = {} if points is None else {"points": points}
-        return grid_search(estimate, stats.min, centre, stats.max, **kwargs)
+        return grid_search(estimate, stats.min, centre, stats.max, points=points)
 
 
 def _error_model(stats: GroupStats, bits: int) -> ExactError | HistogramError:
@@ -123,16 +122,20 @@ def check_bits(bits: object, *, allow_float: bool) -> int:
     raise ValueError(f"bits must be in {allowed}, got {bits}")
 
 
+def check_granularity(granularity: str) -> None:
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
+        )
+
+
 def as_groups(x: torch.Tensor, granularity: str) -> torch.Tensor:
     """Float32 `(groups, values)` view of a float tensor: one group, or one per token."""
     if not isinstance(x, torch.Tensor):
         raise ValueError(f"expected a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise ValueError(f"expected a floating-point tensor, got dtype {x.dtype}")
-    if granularity not in GRANULARITIES:
-        raise ValueError(
-            f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
-        )
+    check_granularity(granularity)
     x32 = x.detach().to(device="cpu", dtype=torch.float32).contiguous()
     if granularity == "tensor":
         return x32.reshape(1, -1)

@@ -32,6 +32,7 @@ from quantpipe_core.quant.clipping import (
     GRANULARITIES,
     as_groups,
     check_bits,
+    check_granularity,
     clip_method,
     group_ranges,
     observe,
@@ -77,10 +78,7 @@ def wire_size(shape: Sequence[int], bits: int, *, granularity: str = "tensor") -
     """Exact length in bytes of what `encode` returns for a tensor of `shape`."""
     bits = check_bits(bits, allow_float=True)
     shape = _check_shape(shape)
-    if granularity not in GRANULARITIES:
-        raise ValueError(
-            f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
-        )
+    check_granularity(granularity)
     if granularity == "token" and not shape:
         raise ValueError("granularity 'token' needs a tensor with at least one dimension")
     numel = int(np.prod(shape, dtype=np.int64))
