@@ -62,18 +62,41 @@ def measure(x: torch.Tensor, bits: int, method: str, repeats: int, granularity: 
     }
 
 
+def bit_list(text: str) -> list[int]:
+    try:
+        bits = [int(b) for b in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not all(1 <= b <= 16 for b in bits):
+        raise argparse.ArgumentTypeError(f"bitwidths must be in 1..16, got {text!r}")
+    return bits
+
+
+def method_list(text: str) -> list[str]:
+    methods = text.split(",")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown methods {unknown}; choose from {METHODS}")
+    return methods
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per cell (median)")
-    parser.add_argument("--bits", default="2,3,4,6,8,16", help="comma-separated bitwidths")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated methods")
+    parser.add_argument(
+        "--bits", type=bit_list, default="2,3,4,6,8,16", help="comma-separated bitwidths"
+    )
+    parser.add_argument(
+        "--methods", type=method_list, default=",".join(METHODS), help="comma-separated methods"
+    )
     parser.add_argument("--granularity", default="tensor", choices=("tensor", "token"))
     parser.add_argument("--json", help="also write every row to this JSON file")
     args = parser.parse_args()
-    bits_list = [int(b) for b in args.bits.split(",")]
-    methods = args.methods.split(",")
+    bits_list, methods = args.bits, args.methods
     torch.set_num_threads(2)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, shape {SHAPE}, "

@@ -50,3 +50,14 @@ def test_codec_benchmark_runs_and_reports_its_goals():
     ).stdout
     assert "minmax encode 2 bits >= 1000 MB/s" in out
     assert re.search(r"ds-aciq encode within 3x minmax at 2 bits: \d+\.\d+x", out)
+
+
+def test_codec_benchmark_refuses_bad_arguments_clearly():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "codec.py"), "--bits", "2,x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "expected comma-separated integers" in out.stderr
