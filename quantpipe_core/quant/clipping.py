@@ -55,7 +55,8 @@ class DsAciq:
         start_lo, start_hi = aciq_range(stats, bits, self.dist)
         estimate = _error_model(stats, bits)
         lo, hi = directed_search(estimate, start_lo, start_hi, stats.min, stats.max)
-        if isinstance(estimate, ExactError):
+        unmoved = np.array_equal(lo, start_lo) and np.array_equal(hi, start_hi)
+        if isinstance(estimate, ExactError) or unmoved:
             return lo, hi
         exact = ExactError(stats, bits).mse(np.stack([start_lo, lo]), np.stack([start_hi, hi]))
         keep_start = exact[0] <= exact[1]
