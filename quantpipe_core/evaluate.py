@@ -1,0 +1,301 @@
+"""Measure accuracy profiles: the model's output quality with the activation at a cut quantized.
+
+    python -m quantpipe_core.evaluate --model digits-vit --cuts all \\
+        --bits 2,3,4,6,8,16 --clip minmax,aciq,ds-aciq,percentile,mse
+
+For each cut, clipping method and bitwidth, every microbatch's carry at that cut goes through the
+real codec (encode, decode) and the rest of the model runs on what arrives. Writes
+``OUT/MODEL.json`` (the profile the simulator and policies read; schema in
+`quantpipe_core.profiles.accuracy`) and ``OUT/MODEL.md`` (tables with bootstrap standard errors,
+and paired differences between DS-ACIQ and the other methods).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from quantpipe_core.cli import int_list, name_list
+from quantpipe_core.models import Carry, StagedModel, load_model
+from quantpipe_core.models.carry import through_link
+from quantpipe_core.profiles.accuracy import SCHEMA
+from quantpipe_core.quant import GRANULARITIES, METHODS
+from quantpipe_core.tasks import Task, task_for
+
+DEFAULT_BITS = (2, 3, 4, 6, 8, 16)
+
+
+@dataclass(frozen=True)
+class Resampler:
+    """Bootstrap over inputs: the same resamples for every setting, so differences are paired."""
+
+    indices: np.ndarray  # (resamples, samples)
+
+    @classmethod
+    def make(cls, samples: int, resamples: int, seed: int) -> Resampler:
+        rng = np.random.default_rng(seed)
+        return cls(rng.integers(0, samples, size=(resamples, samples)))
+
+    def stderr(self, scores: np.ndarray) -> float:
+        return float(scores[self.indices].mean(axis=1).std(ddof=1))
+
+
+class CutEvaluator:
+    """Scores quantization at one or more cuts, reusing the float32 prefix up to the first cut."""
+
+    def __init__(self, model: StagedModel, task: Task, cuts: Sequence[str]) -> None:
+        self.model, self.task = model, task
+        self.indices = sorted(model.cut_index(c) for c in cuts)
+        with torch.no_grad():
+            self.prefix = [model.run(mb, 0, self.indices[0] + 1) for mb in task.microbatches]
+
+    def scores(
+        self, bits: int, method: str, granularity: str
+    ) -> dict[str, np.ndarray]:
+        outputs = [self._finish(carry, bits, method, granularity) for carry in self.prefix]
+        return self.task.scores(torch.cat(outputs))
+
+    def _finish(self, carry: Carry, bits: int, method: str, granularity: str) -> torch.Tensor:
+        bounds = [*self.indices, len(self.model.unit_names) - 1]
+        with torch.no_grad():
+            for here, following in pairwise(bounds):
+                carry = through_link(carry, bits, method, granularity=granularity)
+                carry = self.model.run(carry, here + 1, following + 1)
+        return carry["hidden"]
+
+
+def evaluate(
+    model: StagedModel,
+    task: Task,
+    cuts: Sequence[str],
+    bits: Sequence[int],
+    methods: Sequence[str],
+    *,
+    granularity: str = "tensor",
+    combine: Sequence[str] = (),
+    resamples: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The profile dictionary (see `quantpipe_core.profiles.accuracy`) for these settings."""
+    resampler = Resampler.make(task.samples, resamples, seed)
+    float32 = {m: float(v.mean()) for m, v in CutEvaluator(model, task, [cuts[0]])
+               .scores(32, "minmax", granularity).items()}
+    values: dict[str, dict] = {m: {} for m in task.metrics}
+    stderr: dict[str, dict] = {m: {} for m in task.metrics}
+    per_input: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
+    settings = [(c, m, b) for c in cuts for m in methods for b in bits]
+    bar = tqdm(total=len(settings), desc=f"{model.name}", disable=not progress, unit="setting")
+    for cut in cuts:
+        evaluator = CutEvaluator(model, task, [cut])
+        for method in methods:
+            for b in bits:
+                bar.set_postfix_str(f"{cut} {method} {b}b")
+                scores = evaluator.scores(b, method, granularity)
+                per_input[cut, method, b] = scores
+                for metric, s in scores.items():
+                    cell = values[metric].setdefault(cut, {}).setdefault(method, {})
+                    cell[str(b)] = round(float(s.mean()), 6)
+                    error = stderr[metric].setdefault(cut, {}).setdefault(method, {})
+                    error[str(b)] = round(resampler.stderr(s), 6)
+                bar.update()
+    bar.close()
+    profile = {
+        "schema": SCHEMA,
+        "model": model.name,
+        "metric": task.metric,
+        "float32": float32,
+        "microbatch": len(next(iter(task.microbatches[0].values()))),
+        "granularity": granularity,
+        "samples": task.samples,
+        "data": task.data,
+        "resamples": resamples,
+        "values": values,
+        "stderr": stderr,
+        "differences": differences(per_input, resampler, task.metrics),
+        "combined": [
+            combined_case(model, task, combine, b, m, granularity, values, float32)
+            for m in methods for b in bits if m in ("minmax", "aciq", "ds-aciq") and b <= 4
+        ] if combine else [],
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__},
+    }
+    return profile
+
+
+def differences(
+    per_input: dict[tuple[str, str, int], dict[str, np.ndarray]],
+    resampler: Resampler,
+    metrics: Sequence[str],
+) -> list[dict[str, Any]]:
+    """DS-ACIQ minus each other method at each cut and bitwidth, with paired bootstrap errors."""
+    rows = []
+    for (cut, method, bits), scores in per_input.items():
+        if method != "ds-aciq":
+            continue
+        for other in ("aciq", "minmax"):
+            if (cut, other, bits) not in per_input:
+                continue
+            row: dict[str, Any] = {"cut": cut, "bits": bits, "versus": other}
+            for metric in metrics:
+                delta = scores[metric] - per_input[cut, other, bits][metric]
+                row[metric] = round(float(delta.mean()), 6)
+                row[f"{metric}_stderr"] = round(resampler.stderr(delta), 6)
+            rows.append(row)
+    return rows
+
+
+def combined_case(
+    model: StagedModel,
+    task: Task,
+    cuts: Sequence[str],
+    bits: int,
+    method: str,
+    granularity: str,
+    values: dict[str, dict],
+    float32: dict[str, float],
+) -> dict[str, Any]:
+    """Quantize at every cut in `cuts` at once; compare with the sum of the single-cut drops."""
+    scores = CutEvaluator(model, task, cuts).scores(bits, method, granularity)
+    case: dict[str, Any] = {"cuts": list(cuts), "method": method, "bits": bits}
+    for metric, s in scores.items():
+        singles = [values[metric].get(c, {}).get(method, {}).get(str(bits)) for c in cuts]
+        predicted = None
+        if None not in singles:
+            predicted = round(float32[metric] - sum(float32[metric] - v for v in singles), 6)
+        case[metric] = {"measured": round(float(s.mean()), 6), "additive": predicted}
+    return case
+
+
+def markdown(profile: dict[str, Any]) -> str:
+    """Tables of the profile for people: one per metric and cut, then the paired differences."""
+    lines = [
+        f"# Accuracy profile: {profile['model']}",
+        "",
+        f"Data: {profile['data']}. Microbatch {profile['microbatch']}, granularity "
+        f"{profile['granularity']}, {profile['resamples']} bootstrap resamples for the standard "
+        f"errors (±). Float32: "
+        + ", ".join(f"{m} {v:.4f}" for m, v in profile["float32"].items())
+        + f". Created {profile['created']}.",
+        "",
+    ]
+    if "command" in profile:
+        lines += [f"Command: `{profile['command']}`", ""]
+    for metric, cuts in profile["values"].items():
+        for cut, methods in cuts.items():
+            bits = list(next(iter(methods.values())))
+            lines += [f"## {metric} at cut `{cut}`", ""]
+            lines += ["| method | " + " | ".join(f"{b} bits" for b in bits) + " |"]
+            lines += ["|---|" + "---|" * len(bits)]
+            for method, row in methods.items():
+                errors = profile["stderr"][metric][cut][method]
+                cells = [f"{row[b]:.4f} ± {errors[b]:.4f}" for b in bits]
+                lines += [f"| {method} | " + " | ".join(cells) + " |"]
+            lines += [""]
+    if profile["differences"]:
+        metric = profile["metric"]
+        lines += [f"## DS-ACIQ minus other methods ({metric}, paired bootstrap ±)", ""]
+        lines += ["| cut | bits | versus | difference |", "|---|---|---|---|"]
+        for row in profile["differences"]:
+            if row["bits"] <= 4:
+                lines += [
+                    f"| {row['cut']} | {row['bits']} | {row['versus']} | "
+                    f"{row[metric]:+.4f} ± {row[metric + '_stderr']:.4f} |"
+                ]
+        lines += [""]
+    if profile["combined"]:
+        lines += ["## Several cuts at once: measured against the additive rule", ""]
+        lines += ["| cuts | method | bits | metric | measured | additive |"]
+        lines += ["|---|---|---|---|---|---|"]
+        for case in profile["combined"]:
+            for metric in profile["float32"]:
+                m = case[metric]
+                additive = "n/a" if m["additive"] is None else f"{m['additive']:.4f}"
+                lines += [
+                    f"| {', '.join(case['cuts'])} | {case['method']} | {case['bits']} | {metric} "
+                    f"| {m['measured']:.4f} | {additive} |"
+                ]
+        lines += [""]
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m quantpipe_core.evaluate",
+        description="Measure how a model's accuracy falls when the activation at a cut is "
+        "quantized, for each clipping method and bitwidth. Writes OUT/MODEL.json (the accuracy "
+        "profile the simulator reads) and OUT/MODEL.md.",
+    )
+    parser.add_argument("--model", default="digits-vit",
+                        help="digits-vit, minilm, or a Hugging Face folder (default digits-vit)")
+    parser.add_argument("--cuts", type=name_list, default=["all"],
+                        help="comma-separated cut ids (e.g. block1.gelu,block1.out) or 'all'")
+    parser.add_argument("--bits", type=int_list, default=list(DEFAULT_BITS),
+                        help="bitwidths, 1..16 (default 2,3,4,6,8,16)")
+    parser.add_argument("--clip", type=name_list, default=list(METHODS),
+                        help=f"clipping methods (default {','.join(METHODS)})")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="tensor",
+                        help="one clip range per tensor or per token (default tensor)")
+    parser.add_argument("--microbatch", type=int, default=8, help="inputs per microbatch (8)")
+    parser.add_argument("--samples", type=int, default=None,
+                        help="score only the first N inputs (default: all)")
+    parser.add_argument("--combine", type=name_list, default=[],
+                        help="also quantize these cuts all at once (minmax, aciq, ds-aciq at "
+                        "bits <= 4) and compare with the additive rule")
+    parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (200)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: small tensors run faster on one)")
+    parser.add_argument("--out", type=Path, default=Path("runs/accuracy"),
+                        help="output folder (default runs/accuracy)")
+    args = parser.parse_args(argv)
+    if bad := [b for b in args.bits if not 1 <= b <= 16]:
+        parser.error(f"--bits must be within 1..16, got {bad}")
+    if bad := [m for m in args.clip if m not in METHODS]:
+        parser.error(f"unknown clipping method(s) {bad}; choose from {', '.join(METHODS)}")
+    if args.microbatch < 1:
+        parser.error("--microbatch must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(max(args.threads, 1))
+    try:
+        model = load_model(args.model)
+        cuts = model.cut_ids if args.cuts == ["all"] else args.cuts
+        for cut in [*cuts, *args.combine]:
+            model.cut_index(cut)
+        task = task_for(model, args.microbatch, args.samples)
+    except ValueError as error:
+        print(f"evaluate: {error}", file=sys.stderr)
+        return 2
+    profile = evaluate(
+        model, task, cuts, args.bits, args.clip, granularity=args.granularity,
+        combine=args.combine, resamples=args.resamples, seed=args.seed,
+    )
+    profile["command"] = "python -m quantpipe_core.evaluate " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = model.name if args.granularity == "tensor" else f"{model.name}-{args.granularity}"
+    (args.out / f"{stem}.json").write_text(json.dumps(profile, indent=1) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(profile))
+    print(f"wrote {args.out / stem}.json and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Compute profiles: measured seconds per microbatch of each unit and of the codec at each cut.
+
+A profile file (JSON, schema ``quantpipe.compute/1``, written by ``python -m
+quantpipe_core.profile``)::
+
+    {
+      "schema": "quantpipe.compute/1",
+      "model": "vit-base",
+      "tokens": 197,                       # sequence length measured with
+      "machine": {...},                    # CPU model, cores, torch version
+      "units": {THREADS: {MICROBATCH: {UNIT: median seconds}}},
+      "codec": {THREADS: {MICROBATCH: {KIND: {METHOD: {BITS: {"encode_s": s, "decode_s": s}}}}}},
+      "codec_measured_at": {KIND: CUT_ID},
+      "repeats": 5, "created": "...", "command": "..."
+    }
+
+KIND is the kind of cut (``embed``, ``attn``, ``gelu``, ``out``): every cut of a kind carries
+tensors of the same shapes, so the codec is timed once per kind, on the real activation at the
+cut named in ``codec_measured_at``, and applies to every cut of that kind.
+
+Rules: a microbatch size between or beyond measured ones is interpolated or extrapolated
+linearly (time ~ fixed cost + cost per input); the thread count must be one that was measured;
+``speed`` divides every time (a device twice as fast as the profiling machine has speed 2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "quantpipe.compute/1"
+
+
+def cut_kind(cut: str) -> str:
+    """``blockN.attn`` -> ``attn``; ``embed`` -> ``embed``."""
+    return cut.rpartition(".")[2]
+
+
+@dataclass(frozen=True)
+class ComputeProfile:
+    """A measured compute profile; see the module docstring for the file format."""
+
+    data: dict[str, Any]
+    speed: float = 1.0
+
+    @classmethod
+    def from_file(cls, path: str | Path, speed: float = 1.0) -> ComputeProfile:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"{path}: cannot read compute profile: {error}") from None
+        if data.get("schema") != SCHEMA:
+            raise ValueError(f"{path}: not a compute profile (schema {data.get('schema')!r})")
+        return cls(data, speed)
+
+    def scaled(self, speed: float) -> ComputeProfile:
+        """The same profile on a device `speed` times as fast as the profiling machine."""
+        if not speed > 0:
+            raise ValueError(f"device speed must be positive, got {speed}")
+        return ComputeProfile(self.data, self.speed * speed)
+
+    @property
+    def model(self) -> str:
+        return self.data["model"]
+
+    @property
+    def unit_names(self) -> list[str]:
+        threads = next(iter(self.data["units"].values()))
+        return list(next(iter(threads.values())))
+
+    def unit_s(self, unit: str, microbatch: int, threads: int = 1) -> float:
+        """Seconds one microbatch of `microbatch` inputs spends in `unit`."""
+        table = self._threads(self.data["units"], threads)
+        if unit not in next(iter(table.values())):
+            raise ValueError(f"compute profile of {self.model} has no unit {unit!r}")
+        return self._per_microbatch(table, microbatch, lambda row: row[unit])
+
+    def stage_s(self, units: Sequence[str], microbatch: int, threads: int = 1) -> float:
+        """Seconds one microbatch spends in a stage made of `units`."""
+        return sum(self.unit_s(u, microbatch, threads) for u in units)
+
+    def encode_s(
+        self, cut: str, method: str, bits: int, microbatch: int, threads: int = 1
+    ) -> float:
+        """Seconds to clip, quantize and pack the carry at `cut` (32 bits: framing and CRC)."""
+        return self._codec(cut, method, bits, microbatch, threads, "encode_s")
+
+    def decode_s(
+        self, cut: str, method: str, bits: int, microbatch: int, threads: int = 1
+    ) -> float:
+        """Seconds to check and unpack the carry at `cut`."""
+        return self._codec(cut, method, bits, microbatch, threads, "decode_s")
+
+    def _codec(
+        self, cut: str, method: str, bits: int, microbatch: int, threads: int, key: str
+    ) -> float:
+        table = self._threads(self.data["codec"], threads)
+        kind = cut_kind(cut)
+
+        def pick(row: dict[str, Any]) -> float:
+            try:
+                return row[kind][method][str(bits)][key]
+            except KeyError:
+                raise ValueError(
+                    f"compute profile of {self.model} has no codec time for cut kind {kind!r}, "
+                    f"method {method!r}, {bits} bits"
+                ) from None
+
+        return self._per_microbatch(table, microbatch, pick)
+
+    def _threads(self, table: dict[str, Any], threads: int) -> dict[str, Any]:
+        if str(threads) not in table:
+            raise ValueError(
+                f"compute profile of {self.model} was measured with {', '.join(table)} torch "
+                f"threads, not {threads}"
+            )
+        return table[str(threads)]
+
+    def _per_microbatch(self, table: dict[str, Any], microbatch: int, pick: Any) -> float:
+        sizes = sorted(int(size) for size in table)
+        times = [pick(table[str(size)]) for size in sizes]
+        if len(sizes) == 1:
+            seconds = times[0] * microbatch / sizes[0]
+        elif microbatch in sizes:
+            seconds = times[sizes.index(microbatch)]
+        else:
+            slope, intercept = np.polyfit(sizes, times, 1)
+            seconds = max(intercept + slope * microbatch, 0.0)
+        return float(seconds) / self.speed
+
+
+def shipped_compute_profile(model: str) -> ComputeProfile | None:
+    """The profile shipped for a built-in model, or ``None``."""
+    path = resources.files("quantpipe_core.profiles") / "compute" / f"{model}.json"
+    if not path.is_file():
+        return None
+    return ComputeProfile.from_file(Path(str(path)))

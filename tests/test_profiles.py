@@ -1,0 +1,160 @@
+"""Accuracy and compute profiles: the rules the simulator relies on, and the tools that measure them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quantpipe_core import evaluate, profile
+from quantpipe_core.models import load_model
+from quantpipe_core.profiles import (
+    AccuracyProfile,
+    ComputeProfile,
+    shipped_accuracy_profile,
+    shipped_compute_profile,
+)
+from quantpipe_core.profiles.accuracy import SCHEMA, monotone
+
+
+def accuracy_profile(table: dict[str, float], float32: float = 0.97) -> AccuracyProfile:
+    return AccuracyProfile({
+        "schema": SCHEMA, "model": "m", "metric": "top1", "float32": {"top1": float32},
+        "values": {"top1": {"block1.out": {"ds-aciq": table}}},
+    })
+
+
+def test_values_between_measured_bitwidths_are_interpolated():
+    p = accuracy_profile({"2": 0.5, "4": 0.9, "8": 0.96})
+    assert p.value("block1.out", "ds-aciq", 3) == pytest.approx(0.7)
+    assert p.value("block1.out", "ds-aciq", 6) == pytest.approx(0.93)
+    assert p.value("block1.out", "ds-aciq", 4) == pytest.approx(0.9)
+
+
+def test_32_bits_is_float32_and_beyond_the_last_measured_leads_there():
+    p = accuracy_profile({"2": 0.5, "8": 0.95})
+    assert p.value("block1.out", "ds-aciq", 32) == 0.97
+    assert 0.95 < p.value("block1.out", "ds-aciq", 16) < 0.97
+
+
+def test_unknown_is_none_never_invented():
+    p = accuracy_profile({"2": 0.5, "8": 0.95})
+    assert p.value("block1.out", "ds-aciq", 1) is None
+    assert p.value("block2.out", "ds-aciq", 4) is None
+    assert p.value("block1.out", "minmax", 4) is None
+    assert p.combined({"block1.out": 4, "block2.out": 4}, "ds-aciq") is None
+    assert shipped_accuracy_profile("vit-base") is None
+
+
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=6))
+def test_more_bits_never_predict_less_accuracy(values):
+    bits = [2, 3, 4, 6, 8, 16][: len(values)]
+    p = accuracy_profile({str(b): v for b, v in zip(bits, values, strict=False)}, float32=1.0)
+    predicted = [p.value("block1.out", "ds-aciq", b) for b in range(2, 33)]
+    assert all(a <= b + 1e-12 for a, b in zip(predicted, predicted[1:], strict=False))
+
+
+def test_monotone_pools_adjacent_violators():
+    np.testing.assert_allclose(monotone(np.array([0.5, 0.9, 0.8, 0.95])), [0.5, 0.85, 0.85, 0.95])
+
+
+def test_drops_at_several_cuts_add_up():
+    p = AccuracyProfile({
+        "schema": SCHEMA, "model": "m", "metric": "top1", "float32": {"top1": 0.9},
+        "values": {"top1": {"a": {"aciq": {"2": 0.8}}, "b": {"aciq": {"2": 0.6}}}},
+    })
+    assert p.combined({"a": 2, "b": 2}, "aciq") == pytest.approx(0.9 - 0.1 - 0.3)
+    assert p.combined({"a": 2, "b": 32}, "aciq") == pytest.approx(0.8)
+
+
+def compute_profile() -> ComputeProfile:
+    return ComputeProfile({
+        "schema": "quantpipe.compute/1", "model": "m",
+        "units": {"1": {"1": {"embed": 1.0, "head": 0.5}, "8": {"embed": 4.5, "head": 0.5}}},
+        "codec": {"1": {"1": {"out": {"minmax": {"2": {"encode_s": 0.1, "decode_s": 0.05}}}},
+                        "8": {"out": {"minmax": {"2": {"encode_s": 0.8, "decode_s": 0.4}}}}}},
+    })
+
+
+def test_compute_times_interpolate_in_microbatch_size_and_scale_with_speed():
+    p = compute_profile()
+    assert p.unit_s("embed", 8) == 4.5
+    assert p.unit_s("embed", 4) == pytest.approx(2.5)
+    assert p.stage_s(["embed", "head"], 1) == 1.5
+    assert p.encode_s("block3.out", "minmax", 2, 8) == 0.8
+    assert p.scaled(2).decode_s("block0.out", "minmax", 2, 8) == 0.2
+    with pytest.raises(ValueError, match="threads"):
+        p.unit_s("embed", 8, threads=2)
+    with pytest.raises(ValueError, match="no codec time"):
+        p.encode_s("block0.gelu", "minmax", 2, 8)
+    with pytest.raises(ValueError, match="positive"):
+        p.scaled(0)
+
+
+def test_profile_files_are_checked(tmp_path):
+    (tmp_path / "x.json").write_text(json.dumps({"schema": "other"}))
+    with pytest.raises(ValueError, match="not an accuracy profile"):
+        AccuracyProfile.from_file(tmp_path / "x.json")
+    with pytest.raises(ValueError, match="not a compute profile"):
+        ComputeProfile.from_file(tmp_path / "x.json")
+    with pytest.raises(ValueError, match="cannot read"):
+        AccuracyProfile.from_file(tmp_path / "missing.json")
+
+
+def test_evaluate_writes_a_profile_the_loader_reads(tmp_path, capsys):
+    code = evaluate.main([
+        "--model", "digits-vit", "--cuts", "block1.gelu,block2.out", "--bits", "1,8",
+        "--clip", "minmax,aciq,ds-aciq", "--samples", "96", "--resamples", "20",
+        "--combine", "block1.gelu,block2.out", "--out", str(tmp_path),
+    ])
+    assert code == 0
+    p = AccuracyProfile.from_file(tmp_path / "digits-vit.json")
+    assert p.metric == "top1" and p.data["samples"] == 96 and p.data["microbatch"] == 8
+    assert set(p.cuts()) == {"block1.gelu", "block2.out"}
+    one_bit = p.value("block1.gelu", "minmax", 1)
+    assert one_bit < p.value("block1.gelu", "minmax", 8) <= p.float32() + 0.05
+    assert {row["versus"] for row in p.data["differences"]} == {"aciq", "minmax"}
+    assert len(p.data["combined"]) == 3  # minmax, aciq, ds-aciq at 1 bit
+    assert "DS-ACIQ minus" in (tmp_path / "digits-vit.md").read_text()
+
+
+def test_evaluate_refuses_bad_arguments(capsys):
+    for argv in (["--bits", "0"], ["--clip", "magic"], ["--bits", "two"]):
+        with pytest.raises(SystemExit):
+            evaluate.main(argv)
+    assert evaluate.main(["--model", "digits-vit", "--cuts", "block7.out"]) == 2
+    assert "has no cut 'block7.out'" in capsys.readouterr().err
+
+
+def test_profile_writes_unit_and_codec_times(tmp_path):
+    code = profile.main([
+        "--model", "digits-vit", "--threads", "1", "--microbatch", "1,4", "--bits", "2,32",
+        "--clip", "minmax", "--repeats", "1", "--out", str(tmp_path),
+    ])
+    assert code == 0
+    p = ComputeProfile.from_file(tmp_path / "digits-vit.json")
+    model = load_model("digits-vit")
+    assert p.unit_names == model.unit_names
+    assert all(p.unit_s(u, 4) > 0 for u in model.unit_names)
+    assert p.encode_s("block0.gelu", "minmax", 2, 4) > 0
+    assert p.decode_s("embed", "minmax", 32, 1) > 0
+
+
+@pytest.mark.parametrize("model_name", ["digits-vit", "minilm"])
+def test_shipped_accuracy_profiles_name_real_cuts(model_name):
+    p = shipped_accuracy_profile(model_name)
+    assert p is not None and p.model == model_name
+    assert set(p.cuts()) <= set(load_model(model_name).cut_ids)
+    for cut in p.cuts():
+        assert p.value(cut, "ds-aciq", 16) > p.value(cut, "minmax", 2)
+
+
+@pytest.mark.parametrize("model_name", ["digits-vit", "minilm", "vit-base"])
+def test_shipped_compute_profiles_cover_every_unit_with_one_thread(model_name):
+    p = shipped_compute_profile(model_name)
+    assert p is not None
+    assert p.unit_names == load_model(model_name).unit_names
+    assert p.stage_s(p.unit_names, 8, threads=1) > 0
