@@ -32,7 +32,7 @@ from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import through_link
 from quantpipe_core.profiles.accuracy import SCHEMA
 from quantpipe_core.quant import GRANULARITIES, METHODS
-from quantpipe_core.tasks import Task, task_for
+from quantpipe_core.tasks import Task, sample_count, task_for
 
 DEFAULT_BITS = (2, 3, 4, 6, 8, 16)
 
@@ -90,7 +90,7 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """The profile dictionary (see `quantpipe_core.profiles.accuracy`) for these settings."""
-    resampler = Resampler.make(task.samples, resamples, seed)
+    resampler = Resampler.make(sample_count(task), resamples, seed)
     float32 = {m: float(v.mean()) for m, v in CutEvaluator(model, task, [cuts[0]])
                .scores(32, "minmax", granularity).items()}
     values: dict[str, dict] = {m: {} for m in task.metrics}
@@ -119,7 +119,7 @@ def evaluate(
         "float32": float32,
         "microbatch": len(next(iter(task.microbatches[0].values()))),
         "granularity": granularity,
-        "samples": task.samples,
+        "samples": sample_count(task),
         "data": task.data,
         "resamples": resamples,
         "values": values,

@@ -121,6 +121,19 @@ def test_evaluate_writes_a_profile_the_loader_reads(tmp_path, capsys):
     assert "DS-ACIQ minus" in (tmp_path / "digits-vit.md").read_text()
 
 
+def test_sentence_fidelity_is_perfect_at_32_bits_and_falls_at_1_bit(tmp_path):
+    code = evaluate.main([
+        "--model", "minilm", "--cuts", "block2.out", "--bits", "1,16", "--clip", "minmax",
+        "--samples", "64", "--resamples", "20", "--out", str(tmp_path),
+    ])
+    assert code == 0
+    p = AccuracyProfile.from_file(tmp_path / "minilm.json")
+    assert p.metric == "nn_agreement"
+    assert p.float32() == 1.0 and p.float32("cosine") == pytest.approx(1.0)
+    assert p.value("block2.out", "minmax", 1) < p.value("block2.out", "minmax", 16)
+    assert p.value("block2.out", "minmax", 16, "cosine") > 0.999
+
+
 def test_evaluate_refuses_bad_arguments(capsys):
     for argv in (["--bits", "0"], ["--clip", "magic"], ["--bits", "two"]):
         with pytest.raises(SystemExit):

@@ -61,3 +61,12 @@ def test_codec_benchmark_refuses_bad_arguments_clearly():
     )
     assert out.returncode == 2
     assert "expected comma-separated integers" in out.stderr
+
+
+def test_the_python_examples_in_the_guides_run(tmp_path):
+    for guide in ("models.md",):
+        text = (ROOT / "docs" / guide).read_text()
+        blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+        assert blocks, f"docs/{guide} has no python example"
+        for block in blocks:
+            subprocess.run([sys.executable, "-c", block], check=True, cwd=tmp_path, timeout=300)
