@@ -193,3 +193,22 @@ def test_bad_models_and_cuts_are_refused_clearly(tmp_path, digits_vit):
         digits_vit.split(["block2.out", "block1.out"])
     with pytest.raises(ValueError, match="sequence length"):
         load_model("minilm").carry_specs("block0.out", 4)
+
+
+def test_the_partitioner_sizes_links_from_the_models_carry(digits_vit):
+    import networkx as nx
+
+    from quantpipe_core.models.carry import link_bytes
+    from quantpipe_core.partition import partition
+
+    n = len(digits_vit.unit_names)
+    sizes = link_bytes(digits_vit, 8)
+    gelu = digits_vit.cut_index("block1.gelu")
+    assert sizes(gelu, 4) == carry_wire_size(digits_vit.carry_specs("block1.gelu", 8), 4)
+    assert sizes(gelu, 4) > sizes(gelu + 1, 4)  # post-GeLU plus residual outweigh the block output
+    graph = nx.Graph()
+    graph.add_edge("a", "b", mbps=10.0)
+    plan = partition({"a": [1e-3] * n, "b": [1e-3] * n}, sizes, graph, bits=2,
+                     unit_names=digits_vit.unit_names)
+    assert len(plan.devices) == 2 and plan.cut_ids[0] in digits_vit.cut_ids
+    assert not plan.cut_ids[0].endswith(".gelu")  # the widest cut is never the cheapest link

@@ -9,10 +9,10 @@ for them; the rest at the link's bitwidth with the chosen clipping method.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from quantpipe_core.models.encoder import Carry
-from quantpipe_core.models.staged import CarrySpec
+from quantpipe_core.models.staged import CarrySpec, StagedModel
 from quantpipe_core.quant import CorruptPacket, ForeignPacket, TruncatedPacket, decode, encode
 from quantpipe_core.quant import wire_size as packet_size
 
@@ -82,3 +82,16 @@ def through_link(
     if bits == 32:  # float32 travels as it is: skip the copy, the values are the same
         return dict(carry)
     return decode_carry(encode_carry(carry, bits, method, granularity=granularity))
+
+
+def link_bytes(
+    model: StagedModel, microbatch: int, *, tokens: int | None = None, granularity: str = "tensor"
+) -> Callable[[int, int], int]:
+    """Bytes on a link cut after unit ``i`` at ``bits``: the partitioner's ``link_bytes``."""
+    cut_ids = model.cut_ids
+
+    def size(unit: int, bits: int) -> int:
+        specs = model.carry_specs(cut_ids[unit], microbatch, tokens)
+        return carry_wire_size(specs, bits, granularity=granularity)
+
+    return size
