@@ -1,8 +1,9 @@
-"""Accuracy and compute profiles: the rules the simulator relies on, and the tools that measure them."""
+"""Accuracy and compute profiles: the rules the simulator relies on, and the tools behind them."""
 
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def test_more_bits_never_predict_less_accuracy(values):
     bits = [2, 3, 4, 6, 8, 16][: len(values)]
     p = accuracy_profile({str(b): v for b, v in zip(bits, values, strict=False)}, float32=1.0)
     predicted = [p.value("block1.out", "ds-aciq", b) for b in range(2, 33)]
-    assert all(a <= b + 1e-12 for a, b in zip(predicted, predicted[1:], strict=False))
+    assert all(a <= b + 1e-12 for a, b in pairwise(predicted))
 
 
 def test_monotone_pools_adjacent_violators():
