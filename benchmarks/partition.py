@@ -1,7 +1,8 @@
 """Partitioner speed on a ViT-Base-like model split over a random edge cluster.
 
-The model: an embedding, then per block three units (attention half, fc1 + GeLU, fc2), then the
-head; a block takes about 10 ms on a reference device (attention 40%, fc1 + GeLU 30%, fc2 30%).
+The model: an embedding, then per block the three units QuantPipe's models have (`blockN.attn`,
+the attention half; `blockN.gelu`, fc1 + GeLU; `blockN.out`, fc2), then the head; a block takes
+about 10 ms on a reference device (attention 40%, fc1 + GeLU 30%, fc2 30%).
 A cut after the attention half or fc2 sends the 8 x 197 x 768 hidden state; a cut after fc1 +
 GeLU sends the hidden state (for the residual) and the 8 x 197 x 3072 post-GeLU tensor. Devices
 are 1x to 4x slower than the reference, hold 256 MB to 1 GB of weights, and are joined by a
@@ -30,8 +31,8 @@ POST_GELU = (8, 197, 3072)
 # (unit, share of a block's time, weight bytes, tensors crossing a cut after it)
 BLOCK_UNITS = (
     ("attn", 0.4, 4 * 768 * 768 * 4, [HIDDEN]),
-    ("fc1_gelu", 0.3, 768 * 3072 * 4, [HIDDEN, POST_GELU]),
-    ("fc2", 0.3, 3072 * 768 * 4, [HIDDEN]),
+    ("gelu", 0.3, 768 * 3072 * 4, [HIDDEN, POST_GELU]),
+    ("out", 0.3, 3072 * 768 * 4, [HIDDEN]),
 )
 EMBED_MS, EMBED_BYTES = 0.5, (768 * 768 + 197 * 768) * 4
 HEAD_MS, HEAD_BYTES = 0.05, 768 * 1000 * 4
