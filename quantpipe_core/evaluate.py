@@ -35,6 +35,9 @@ from quantpipe_core.quant import GRANULARITIES, METHODS
 from quantpipe_core.tasks import Task, sample_count, task_for
 
 DEFAULT_BITS = (2, 3, 4, 6, 8, 16)
+# --combine measures these methods at these bitwidths: where the single-cut drops are large
+COMBINED_METHODS = ("minmax", "aciq", "ds-aciq")
+COMBINED_MAX_BITS = 4
 
 
 @dataclass(frozen=True)
@@ -61,9 +64,7 @@ class CutEvaluator:
         with torch.no_grad():
             self.prefix = [model.run(mb, 0, self.indices[0] + 1) for mb in task.microbatches]
 
-    def scores(
-        self, bits: int, method: str, granularity: str
-    ) -> dict[str, np.ndarray]:
+    def scores(self, bits: int, method: str, granularity: str) -> dict[str, np.ndarray]:
         outputs = [self._finish(carry, bits, method, granularity) for carry in self.prefix]
         return self.task.scores(torch.cat(outputs))
 
@@ -91,8 +92,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """The profile dictionary (see `quantpipe_core.profiles.accuracy`) for these settings."""
     resampler = Resampler.make(sample_count(task), resamples, seed)
-    float32 = {m: float(v.mean()) for m, v in CutEvaluator(model, task, [cuts[0]])
-               .scores(32, "minmax", granularity).items()}
+    unquantized = CutEvaluator(model, task, [cuts[0]]).scores(32, "minmax", granularity)
+    float32 = {metric: float(s.mean()) for metric, s in unquantized.items()}
     values: dict[str, dict] = {m: {} for m in task.metrics}
     stderr: dict[str, dict] = {m: {} for m in task.metrics}
     per_input: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
@@ -112,7 +113,12 @@ def evaluate(
                     error[str(b)] = round(resampler.stderr(s), 6)
                 bar.update()
     bar.close()
-    profile = {
+    combined = [
+        combined_case(model, task, combine, b, m, granularity, values, float32)
+        for m in methods if m in COMBINED_METHODS
+        for b in bits if b <= COMBINED_MAX_BITS
+    ] if combine else []
+    return {
         "schema": SCHEMA,
         "model": model.name,
         "metric": task.metric,
@@ -125,14 +131,10 @@ def evaluate(
         "values": values,
         "stderr": stderr,
         "differences": differences(per_input, resampler, task.metrics),
-        "combined": [
-            combined_case(model, task, combine, b, m, granularity, values, float32)
-            for m in methods for b in bits if m in ("minmax", "aciq", "ds-aciq") and b <= 4
-        ] if combine else [],
+        "combined": combined,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "versions": {"python": platform.python_version(), "torch": torch.__version__},
     }
-    return profile
 
 
 def differences(
