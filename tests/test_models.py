@@ -6,7 +6,9 @@ import json
 from itertools import combinations
 
 import pytest
+import sentence_transformers
 import torch
+import transformers
 
 from quantpipe_core.models import (
     SentenceTokenizer,
@@ -17,8 +19,6 @@ from quantpipe_core.models import (
 )
 from quantpipe_core.models.carry import carry_wire_size, decode_carry, encode_carry
 from quantpipe_core.quant import PacketError
-
-transformers = pytest.importorskip("transformers", reason="transformers comes with setup.sh")
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 IMAGE = dict(image_size=8, patch_size=2, num_channels=1, num_labels=10)
@@ -81,7 +81,6 @@ def test_bert_folder_gives_the_mean_pooled_states_transformers_gives(tmp_path):
 
 
 def test_minilm_gives_the_embeddings_sentence_transformers_gives():
-    sentence_transformers = pytest.importorskip("sentence_transformers")
     folder = model_dir("minilm")
     reference = sentence_transformers.SentenceTransformer(str(folder), device="cpu")
     ours = load_model("minilm")
