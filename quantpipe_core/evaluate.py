@@ -31,6 +31,7 @@ from quantpipe_core.cli import int_list, name_list
 from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import through_link
 from quantpipe_core.profiles.accuracy import SCHEMA
+from quantpipe_core.profiles.naming import profile_stem
 from quantpipe_core.quant import GRANULARITIES, METHODS
 from quantpipe_core.tasks import Task, sample_count, task_for
 
@@ -292,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv[1:] if argv is None else argv
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = model.name if args.granularity == "tensor" else f"{model.name}-{args.granularity}"
+    stem = profile_stem(model.name, args.granularity)
     (args.out / f"{stem}.json").write_text(json.dumps(profile, indent=1) + "\n")
     (args.out / f"{stem}.md").write_text(markdown(profile))
     print(f"wrote {args.out / stem}.json and .md")

@@ -31,7 +31,8 @@ from quantpipe_core.datasets import digits, stdlib_sentences
 from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_model, model_dir
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.profiles.compute import SCHEMA
-from quantpipe_core.quant import METHODS
+from quantpipe_core.profiles.naming import profile_stem
+from quantpipe_core.quant import GRANULARITIES, METHODS
 
 DEFAULT_BITS = (2, 3, 4, 6, 8, 16, 32)
 
@@ -90,6 +91,7 @@ def codec_times(
     methods: Sequence[str],
     bits: Sequence[int],
     repeats: int,
+    granularity: str = "tensor",
 ) -> dict[str, Any]:
     """Median encode and decode seconds of the carry at each kind of cut."""
     table: dict[str, Any] = {}
@@ -98,10 +100,13 @@ def codec_times(
             carry = model.run(inputs, 0, model.cut_index(cut) + 1)
             for method in methods:
                 for b in bits:
-                    frame = encode_carry(carry, b, method)
+                    frame = encode_carry(carry, b, method, granularity=granularity)
                     table.setdefault(kind, {}).setdefault(method, {})[str(b)] = {
                         "encode_s": median_s(
-                            lambda c=carry, b=b, m=method: encode_carry(c, b, m), repeats
+                            lambda c=carry, b=b, m=method: encode_carry(
+                                c, b, m, granularity=granularity
+                            ),
+                            repeats,
                         ),
                         "decode_s": median_s(lambda f=frame: decode_carry(f), repeats),
                     }
@@ -129,6 +134,7 @@ def profile(
     *,
     tokens: int,
     repeats: int,
+    granularity: str = "tensor",
     progress: bool = True,
 ) -> dict[str, Any]:
     """The compute profile dictionary (see `quantpipe_core.profiles.compute`)."""
@@ -139,7 +145,9 @@ def profile(
         torch.set_num_threads(t)
         inputs = sample_input(model, m, tokens)
         units.setdefault(str(t), {})[str(m)] = unit_times(model, inputs, repeats)
-        codec.setdefault(str(t), {})[str(m)] = codec_times(model, inputs, methods, bits, repeats)
+        codec.setdefault(str(t), {})[str(m)] = codec_times(
+            model, inputs, methods, bits, repeats, granularity
+        )
     return {
         "schema": SCHEMA,
         "model": model.name,
@@ -148,6 +156,7 @@ def profile(
         "units": units,
         "codec": codec,
         "codec_measured_at": codec_cuts(model),
+        "granularity": granularity,
         "repeats": repeats,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -169,6 +178,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="bitwidths for the codec, 1..16 or 32 (default 2,3,4,6,8,16,32)")
     parser.add_argument("--clip", type=name_list, default=list(METHODS),
                         help=f"clipping methods (default {','.join(METHODS)})")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="tensor",
+                        help="clip ranges per tensor or per token for the codec (tensor)")
     parser.add_argument("--tokens", type=int, default=32,
                         help="sequence length for text models (default 32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per median (5)")
@@ -195,13 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     result = profile(
         model, args.threads, args.microbatch, args.clip, args.bits,
-        tokens=args.tokens, repeats=args.repeats,
+        tokens=args.tokens, repeats=args.repeats, granularity=args.granularity,
     )
     result["command"] = "python -m quantpipe_core.profile " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{model.name}.json"
+    path = args.out / f"{profile_stem(model.name, args.granularity)}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
     return 0

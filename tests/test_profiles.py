@@ -166,6 +166,14 @@ def test_shipped_accuracy_profiles_name_real_cuts(model_name):
         assert p.value(cut, "ds-aciq", 16) > p.value(cut, "minmax", 2)
 
 
+def test_per_token_profiles_are_shipped_beside_per_tensor_ones():
+    accuracy = shipped_accuracy_profile("minilm", "token")
+    assert accuracy is not None and accuracy.data["granularity"] == "token"
+    compute = shipped_compute_profile("minilm", "token")
+    assert compute is not None and compute.data["granularity"] == "token"
+    assert shipped_accuracy_profile("digits-vit", "token") is None
+
+
 @pytest.mark.parametrize("model_name", ["digits-vit", "minilm", "vit-base"])
 def test_shipped_compute_profiles_cover_every_unit_with_one_thread(model_name):
     p = shipped_compute_profile(model_name)

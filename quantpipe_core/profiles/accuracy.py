@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from quantpipe_core.profiles.naming import profile_stem
+
 SCHEMA = "quantpipe.accuracy/1"
 FLOAT_BITS = 32
 
@@ -121,9 +123,10 @@ def monotone(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.full(int(count), mean) for mean, count in blocks])
 
 
-def shipped_accuracy_profile(model: str) -> AccuracyProfile | None:
+def shipped_accuracy_profile(model: str, granularity: str = "tensor") -> AccuracyProfile | None:
     """The profile shipped for a built-in model, or ``None`` (e.g. ``vit-base``: unknown)."""
-    path = resources.files("quantpipe_core.profiles") / "accuracy" / f"{model}.json"
+    name = f"{profile_stem(model, granularity)}.json"
+    path = resources.files("quantpipe_core.profiles") / "accuracy" / name
     if not path.is_file():
         return None
     return AccuracyProfile.from_file(Path(str(path)))

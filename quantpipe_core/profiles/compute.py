@@ -11,6 +11,7 @@ quantpipe_core.profile``)::
       "units": {THREADS: {MICROBATCH: {UNIT: median seconds}}},
       "codec": {THREADS: {MICROBATCH: {KIND: {METHOD: {BITS: {"encode_s": s, "decode_s": s}}}}}},
       "codec_measured_at": {KIND: CUT_ID},
+      "granularity": "tensor",             # clip ranges the codec was timed with
       "repeats": 5, "created": "...", "command": "..."
     }
 
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from quantpipe_core.profiles.naming import profile_stem
 
 SCHEMA = "quantpipe.compute/1"
 
@@ -136,9 +139,10 @@ class ComputeProfile:
         return float(seconds) / self.speed
 
 
-def shipped_compute_profile(model: str) -> ComputeProfile | None:
-    """The profile shipped for a built-in model, or ``None``."""
-    path = resources.files("quantpipe_core.profiles") / "compute" / f"{model}.json"
+def shipped_compute_profile(model: str, granularity: str = "tensor") -> ComputeProfile | None:
+    """The profile shipped for a built-in model (codec at `granularity`), or ``None``."""
+    name = f"{profile_stem(model, granularity)}.json"
+    path = resources.files("quantpipe_core.profiles") / "compute" / name
     if not path.is_file():
         return None
     return ComputeProfile.from_file(Path(str(path)))
