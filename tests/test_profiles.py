@@ -11,7 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quantpipe_core import evaluate, profile
-from quantpipe_core.models import load_model
+from quantpipe_core.models import load_model, model_dir, save_folder
+from quantpipe_core.models.vit import build_vit
 from quantpipe_core.profiles import (
     AccuracyProfile,
     ComputeProfile,
@@ -133,6 +134,26 @@ def test_sentence_fidelity_is_perfect_at_32_bits_and_falls_at_1_bit(tmp_path):
     assert p.float32() == 1.0 and p.float32("cosine") == pytest.approx(1.0)
     assert p.value("block2.out", "minmax", 1) < p.value("block2.out", "minmax", 16)
     assert p.value("block2.out", "minmax", 16, "cosine") > 0.999
+
+
+def test_evaluate_takes_a_model_folder_too(tmp_path):
+    folder = tmp_path / "my-vit"
+    config = json.loads((model_dir("digits-vit") / "config.json").read_text())
+    save_folder(load_model("digits-vit"), folder, config)
+    code = evaluate.main([
+        "--model", str(folder), "--cuts", "block0.out", "--bits", "4", "--clip", "aciq",
+        "--samples", "16", "--resamples", "10", "--out", str(tmp_path / "out"),
+    ])
+    assert code == 0
+    assert AccuracyProfile.from_file(tmp_path / "out" / "my-vit.json").model == "my-vit"
+
+
+def test_evaluate_refuses_image_models_it_has_no_data_for(tmp_path, capsys):
+    config = {**json.loads((model_dir("digits-vit") / "config.json").read_text()),
+              "image_size": 16}
+    save_folder(build_vit("big", config), tmp_path / "big", config)
+    assert evaluate.main(["--model", str(tmp_path / "big"), "--out", str(tmp_path)]) == 2
+    assert "8x8 grey digits only" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_bad_arguments(capsys):
