@@ -110,7 +110,10 @@ def test_units_are_named_by_the_cut_after_them(digits_vit):
     assert digits_vit.unit_names[:4] == ["embed", "block0.attn", "block0.gelu", "block0.out"]
     assert digits_vit.unit_names[-1] == "head"
     assert digits_vit.cut_ids == digits_vit.unit_names[:-1]
-    assert len(digits_vit.split(["block1.gelu", "block3.attn"])) == 3
+    stages = digits_vit.split(["block1.gelu", "block3.attn"])
+    assert [s.unit_names[0] for s in stages] == ["embed", "block1.out", "block3.gelu"]
+    held = [sum(p.numel() for p in s.parameters()) for s in stages]
+    assert sum(held) == sum(p.numel() for p in digits_vit.parameters())  # each holds its own
 
 
 def test_the_shipped_digits_vit_reaches_its_recorded_accuracy(digits_vit):

@@ -94,7 +94,7 @@ class StagedModel(nn.Module):
         if indices != sorted(set(indices)):
             raise ValueError(f"cuts must be distinct and in model order, got {list(cuts)}")
         bounds = [0, *(i + 1 for i in indices), len(self._units)]
-        return [Stage(self, a, b) for a, b in pairwise(bounds)]
+        return [Stage(self._units[a:b]) for a, b in pairwise(bounds)]
 
     def carry_specs(self, cut_id: str, batch: int, tokens: int | None = None) -> list[CarrySpec]:
         """The tensors that cross cut `cut_id` for a microbatch of `batch` inputs.
@@ -119,16 +119,15 @@ class StagedModel(nn.Module):
 
 
 class Stage(nn.Module):
-    """Units ``start`` to ``stop - 1`` of a model: what one device runs."""
+    """A contiguous run of a model's units: what one device runs. It holds only its own units,
+    so a device that keeps a stage and drops the model keeps only that stage's weights."""
 
-    def __init__(self, model: StagedModel, start: int, stop: int) -> None:
+    def __init__(self, units: Sequence[tuple[str, nn.Module]]) -> None:
         super().__init__()
-        self.model = model
-        self.start, self.stop = start, stop
-
-    @property
-    def unit_names(self) -> list[str]:
-        return self.model.unit_names[self.start : self.stop]
+        self.unit_names = [name for name, _ in units]
+        self.units = nn.ModuleList(unit for _, unit in units)
 
     def forward(self, carry: Carry) -> Carry:
-        return self.model.run(carry, self.start, self.stop)
+        for unit in self.units:
+            carry = unit(carry)
+        return carry
