@@ -1,0 +1,326 @@
+"""Bitwidth policies: what a sending stage uses to pick the bits of its next window.
+
+Every sending stage owns one policy instance. At the end of each window of W microbatches it
+hands the policy an `Observation` built only from what that stage measured itself, and the policy
+returns the bitwidth of each microbatch of the next window. The simulator, the emulator and real
+devices call policies the same way, so a policy chosen in simulation runs as it is.
+
+Built in (`make_policy(name, **params)`; ``"module:Class"`` loads a user's class):
+
+- ``fixed``: one bitwidth, always (32 sends float32).
+- ``quantpipe``: the paper's rule: the largest bitwidth whose packet, at the bandwidth measured
+  over the last window, fits the time budget per microbatch of the target rate.
+- ``controller``: integral control of the packet size on the link's measured utilization, with
+  a Kalman-filtered estimate of its capacity; splits a window between two neighbouring
+  bitwidths so the average packet hits the target.
+- ``mpc``: robust model-predictive control: forecasts bandwidth (harmonic mean of recent windows,
+  discounted by the largest recent forecast error) and plans a few windows ahead, maximizing the
+  accuracy profile's value while keeping the send queue from growing, with a penalty per switch.
+
+Oracle policies that know the future trace live in the simulator only.
+"""
+
+from __future__ import annotations
+
+import importlib
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+FLOAT_BITS = 32
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What a sending stage measured over its last window; nothing from the future.
+
+    ``packet_bytes`` gives the exact bytes of one microbatch's packet on this link at each allowed
+    bitwidth (`quantpipe_core.models.carry.carry_wire_size`): a ``.gelu`` cut also carries the
+    residual and text models a padding mask, so ``tensor_shape`` (the main activation) alone does
+    not size the packet. ``accuracy_by_bits`` is the accuracy profile's value for this cut and
+    clipping method at each allowed bitwidth, or ``None`` where the model has no profile.
+    ``measured_mbps`` is the last window's delivered rate (bytes sent over the time the link
+    spent delivering them), ``None`` before anything was sent; ``history_mbps`` holds the windows
+    before it, oldest first. ``queued_microbatches`` waited to be sent when the window ended.
+    """
+
+    now_s: float
+    window_index: int
+    window_len: int
+    items_per_microbatch: int
+    bytes_sent: int
+    send_s: float
+    measured_mbps: float | None
+    history_mbps: tuple[float, ...]
+    target_rate_items_per_s: float
+    tensor_shape: tuple[int, ...]
+    allowed_bits: tuple[int, ...]
+    bits_last_window: tuple[int, ...]
+    packet_bytes: Mapping[int, int]
+    accuracy_by_bits: Mapping[int, float | None] | None = None
+    queued_microbatches: int = 0
+
+    @property
+    def budget_s(self) -> float:
+        """Seconds per microbatch the target rate allows."""
+        return self.items_per_microbatch / self.target_rate_items_per_s
+
+    def send_time_s(self, bits: int, mbps: float) -> float:
+        """Seconds to send one microbatch's packet at `bits` over `mbps`."""
+        return self.packet_bytes[bits] * 8 / (mbps * 1e6)
+
+
+@runtime_checkable
+class Policy(Protocol):
+    def decide(self, obs: Observation) -> list[int]:
+        """The bitwidth of each microbatch of the next window (``obs.window_len`` of them)."""
+        ...
+
+
+@dataclass
+class FixedPolicy:
+    """The same bitwidth for every microbatch."""
+
+    bits: int = 8
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.bits <= 16 or self.bits == FLOAT_BITS):
+            raise ValueError(f"fixed bits must be 1..16 or 32, got {self.bits}")
+
+    def decide(self, obs: Observation) -> list[int]:
+        return [self.bits] * obs.window_len
+
+
+@dataclass
+class QuantPipePolicy:
+    """The paper's rule: the largest bitwidth whose packet fits the per-microbatch budget.
+
+    ``initial_bits`` is used until the first measurement (default: the largest allowed).
+    """
+
+    initial_bits: int | None = None
+
+    def decide(self, obs: Observation) -> list[int]:
+        allowed = sorted(obs.allowed_bits)
+        if obs.measured_mbps is None:
+            bits = self.initial_bits or allowed[-1]
+        else:
+            fitting = [b for b in allowed if obs.send_time_s(b, obs.measured_mbps) <= obs.budget_s]
+            bits = fitting[-1] if fitting else allowed[0]
+        return [bits] * obs.window_len
+
+
+@dataclass
+class ScalarKalman:
+    """Kalman filter of a slowly drifting positive quantity, noise relative to its size."""
+
+    process: float  # relative standard deviation of the drift per step
+    measurement: float  # relative standard deviation of one measurement
+    estimate: float | None = None
+    variance: float = 0.0
+
+    def update(self, measured: float) -> float:
+        if self.estimate is None:
+            self.estimate, self.variance = measured, (self.measurement * measured) ** 2
+            return measured
+        prior = self.variance + (self.process * self.estimate) ** 2
+        gain = prior / (prior + (self.measurement * measured) ** 2)
+        self.estimate += gain * (measured - self.estimate)
+        self.variance = (1 - gain) * prior
+        return self.estimate
+
+
+@dataclass
+class ControllerPolicy:
+    """Integral control of bytes per microbatch, on a Kalman estimate of link capacity.
+
+    The packet budget is ``capacity_estimate * budget_s * (1 - margin)``. The margin integrates
+    the link's utilization error: the share of the last window's time the link spent delivering
+    (``send_s`` over the time between decisions) minus ``utilization`` (the set point, below 1
+    so that jitter does not build a queue). A busy link raises the margin and smaller packets
+    follow; an idle one lowers it, down to 0, so it never winds up. A budget between two allowed
+    bitwidths' packets is met on average by sending a share of the window at the higher one.
+    """
+
+    gain: float = 0.5
+    utilization: float = 0.9
+    max_margin: float = 0.5
+    process_noise: float = 0.2
+    measurement_noise: float = 0.1
+    capacity: ScalarKalman = field(init=False)
+    margin: float = field(default=0.0, init=False)
+    last_now_s: float | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.utilization <= 1:
+            raise ValueError(f"utilization set point must be in (0, 1], got {self.utilization}")
+        self.capacity = ScalarKalman(self.process_noise, self.measurement_noise)
+
+    def decide(self, obs: Observation) -> list[int]:
+        allowed = sorted(obs.allowed_bits)
+        elapsed = None if self.last_now_s is None else obs.now_s - self.last_now_s
+        self.last_now_s = obs.now_s
+        if obs.measured_mbps is None:
+            return [allowed[-1]] * obs.window_len
+        if elapsed:
+            error = obs.send_s / elapsed - self.utilization
+            self.margin = min(max(self.margin + self.gain * error, 0.0), self.max_margin)
+        mbps = self.capacity.update(obs.measured_mbps)
+        budget_bytes = mbps * 1e6 / 8 * obs.budget_s * (1 - self.margin)
+        return split_window(budget_bytes, allowed, obs.packet_bytes, obs.window_len)
+
+
+def split_window(
+    budget_bytes: float, allowed: Sequence[int], packet_bytes: Mapping[int, int], count: int
+) -> list[int]:
+    """`count` bitwidths from two neighbours whose mean packet is at most `budget_bytes`.
+
+    The higher bitwidth's microbatches are spread evenly through the window.
+    """
+    fitting = [b for b in allowed if packet_bytes[b] <= budget_bytes]
+    if not fitting:
+        return [allowed[0]] * count
+    low = fitting[-1]
+    higher = [b for b in allowed if b > low]
+    if not higher:
+        return [low] * count
+    high = higher[0]
+    share = (budget_bytes - packet_bytes[low]) / (packet_bytes[high] - packet_bytes[low])
+    n_high = math.floor(share * count)
+    return [high if (i + 1) * n_high // count > i * n_high // count else low for i in range(count)]
+
+
+@dataclass
+class MpcPolicy:
+    """Robust MPC over a short horizon of windows.
+
+    Forecast: the harmonic mean of the last ``history`` measured rates, divided by one plus the
+    largest relative forecast error seen over those windows (robust MPC for video bitrate, Yin et
+    al. 2015). Plan: every sequence of ``horizon`` window bitwidths with at most one change after
+    the first window (|allowed|**2 plans, so a decision stays cheap) is scored by the accuracy it
+    delivers, minus ``queue_penalty`` per window's worth of microbatches left queued at each
+    step (the send queue evolves with the forecast), minus ``switch_penalty`` per change. Plans
+    whose queue grows at any step are taken only when no plan keeps up. The first step
+    of the best plan is applied. Without an accuracy profile the value of a bitwidth is its
+    rank among the allowed ones: the policy then maximizes bitwidth subject to the rate.
+    """
+
+    horizon: int = 3
+    history: int = 5
+    switch_penalty: float = 0.002
+    queue_penalty: float = 1.0
+    forecasts: list[tuple[float, float]] = field(default_factory=list, init=False)
+    uses_accuracy: bool | None = field(default=None, init=False)
+
+    def decide(self, obs: Observation) -> list[int]:
+        allowed = sorted(obs.allowed_bits)
+        if obs.measured_mbps is None:
+            return [allowed[-1]] * obs.window_len
+        forecast = self._forecast(obs)
+        value = self._values(obs, allowed)
+        current = obs.bits_last_window[-1] if obs.bits_last_window else allowed[-1]
+        plans = [(first, *[then] * (self.horizon - 1))
+                 for first, then in itertools.product(allowed, repeat=2)]
+        best = max(plans, key=lambda plan: self._rank(plan, obs, forecast, value, current))
+        return [best[0]] * obs.window_len
+
+    def _forecast(self, obs: Observation) -> float:
+        """Robust forecast; also scores the previous forecast against what was measured."""
+        assert obs.measured_mbps is not None
+        if self.forecasts:
+            predicted, _ = self.forecasts[-1]
+            self.forecasts[-1] = (predicted, obs.measured_mbps)
+        errors = [abs(p - a) / a for p, a in self.forecasts[-self.history :] if a > 0]
+        recent = [*obs.history_mbps, obs.measured_mbps][-self.history :]
+        harmonic = len(recent) / sum(1 / max(r, 1e-9) for r in recent)
+        self.forecasts.append((harmonic, 0.0))
+        del self.forecasts[: -self.history - 1]
+        return harmonic / (1 + max(errors, default=0.0))
+
+    def _values(self, obs: Observation, allowed: Sequence[int]) -> dict[int, float]:
+        profile = obs.accuracy_by_bits
+        self.uses_accuracy = profile is not None and all(profile.get(b) is not None
+                                                         for b in allowed)
+        if self.uses_accuracy:
+            return {b: float(profile[b]) for b in allowed}
+        return {b: rank / len(allowed) for rank, b in enumerate(allowed, start=1)}
+
+    def _rank(
+        self, plan: Sequence[int], obs: Observation, mbps: float, value: Mapping[int, float],
+        current: int,
+    ) -> tuple[bool, float, float]:
+        """Plans whose send queue never grows come first (the rate is a constraint, not a
+        cost); among those the best score, among the others the shortest longest queue."""
+        window_s = obs.window_len * obs.budget_s  # arrivals of one window at the target rate
+        queue = longest = float(obs.queued_microbatches)
+        score, previous = 0.0, current
+        for bits in plan:
+            served = window_s / obs.send_time_s(bits, mbps)
+            queue = max(queue + obs.window_len - served, 0.0)
+            longest = max(longest, queue)
+            score += value[bits] - self.queue_penalty * queue / obs.window_len
+            score -= self.switch_penalty * (bits != previous)
+            previous = bits
+        keeps_up = longest <= obs.queued_microbatches + 1e-9
+        return keeps_up, 0.0 if keeps_up else -longest, score
+
+
+BUILT_IN: dict[str, type] = {
+    "fixed": FixedPolicy,
+    "quantpipe": QuantPipePolicy,
+    "controller": ControllerPolicy,
+    "mpc": MpcPolicy,
+}
+
+
+def make_policy(name: str, **params: Any) -> Policy:
+    """A policy by built-in name, or a user's class as ``"module:Class"``, built with `params`.
+
+    ``"fixed:4"`` is short for ``make_policy("fixed", bits=4)``.
+    """
+    if name.startswith("fixed:"):
+        try:
+            params = {**params, "bits": int(name.split(":", 1)[1])}
+        except ValueError:
+            raise ValueError(f"policy {name!r}: 'fixed:' takes a bitwidth, e.g. fixed:4") from None
+        name = "fixed"
+    if name in BUILT_IN:
+        cls = BUILT_IN[name]
+    elif ":" in name:
+        cls = _user_class(name)
+    else:
+        raise ValueError(
+            f"unknown policy {name!r}; choose one of {', '.join(BUILT_IN)} or 'module:Class'"
+        )
+    try:
+        policy = cls(**params)
+    except TypeError as error:
+        raise ValueError(f"policy {name!r}: bad parameters {params}: {error}") from None
+    if not isinstance(policy, Policy):
+        raise ValueError(f"policy {name!r} has no decide(observation) method")
+    return policy
+
+
+def _user_class(spec: str) -> type:
+    module_name, _, class_name = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"policy {spec!r}: cannot import {module_name}: {error}") from None
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise ValueError(f"policy {spec!r}: {module_name} has no {class_name}") from None
+
+
+def check_decision(bits: Sequence[int], obs: Observation) -> list[int]:
+    """A policy's answer as a list, refused clearly if it is the wrong length or not allowed."""
+    bits = list(bits)
+    if len(bits) != obs.window_len:
+        raise ValueError(f"policy returned {len(bits)} bitwidths for a window of {obs.window_len}")
+    allowed = {*obs.allowed_bits, FLOAT_BITS}
+    if bad := sorted({b for b in bits if b not in allowed}):
+        raise ValueError(f"policy chose bitwidths {bad}, allowed are {sorted(obs.allowed_bits)}")
+    return bits

@@ -1,0 +1,182 @@
+"""Bitwidth policies: the decisions each one must make on links with known capacity."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from quantpipe_core.policy import (
+    ControllerPolicy,
+    FixedPolicy,
+    MpcPolicy,
+    Observation,
+    Policy,
+    QuantPipePolicy,
+    check_decision,
+    make_policy,
+    split_window,
+)
+from quantpipe_core.quant import wire_size
+
+SHAPE = (8, 197, 768)
+ALLOWED = (2, 3, 4, 6, 8, 16)
+PACKET = {b: wire_size(SHAPE, b) for b in ALLOWED}
+ACCURACY = {2: 0.60, 3: 0.85, 4: 0.93, 6: 0.96, 8: 0.97, 16: 0.971}
+TARGET = 8.0  # items per second: one microbatch of 8 per second
+
+
+def observe(
+    mbps: float | None, *, history=(), bits_last=(8,) * 4, now_s=0.0, index=0, queued=0,
+    accuracy=ACCURACY, send_s=0.0,
+) -> Observation:
+    return Observation(
+        now_s=now_s, window_index=index, window_len=4, items_per_microbatch=8,
+        bytes_sent=0, send_s=send_s, measured_mbps=mbps, history_mbps=tuple(history),
+        target_rate_items_per_s=TARGET, tensor_shape=SHAPE, allowed_bits=ALLOWED,
+        bits_last_window=tuple(bits_last), packet_bytes=PACKET, accuracy_by_bits=accuracy,
+        queued_microbatches=queued,
+    )
+
+
+def mbps_fitting(bits: int) -> float:
+    """The rate at which a `bits` packet takes exactly the one-second budget, plus 1 %."""
+    return PACKET[bits] * 8 / 1e6 * 1.01
+
+
+def run_link(policy: Policy, capacities: list[float]) -> list[list[int]]:
+    """Drive a policy window by window over a link of the given capacity per window.
+
+    The source offers one microbatch per budget; a window lasts as long as the slower of the
+    source and the link, and the link's measured rate is its capacity.
+    """
+    decisions, history, now, send_s = [], [], 0.0, 0.0
+    measured, bits = None, [16] * 4
+    for index, capacity in enumerate(capacities):
+        obs = observe(measured, history=history[-5:], bits_last=bits, now_s=now, index=index,
+                      send_s=send_s)
+        bits = check_decision(policy.decide(obs), obs)
+        decisions.append(bits)
+        send_s = sum(PACKET[b] * 8 / (capacity * 1e6) for b in bits)
+        now += max(send_s, len(bits) * obs.budget_s)
+        if measured is not None:
+            history.append(measured)
+        measured = capacity
+    return decisions
+
+
+def test_fixed_sends_its_bitwidth_always():
+    assert FixedPolicy(4).decide(observe(1.0)) == [4] * 4
+    assert make_policy("fixed:32").decide(observe(None)) == [32] * 4
+    with pytest.raises(ValueError, match=r"1\.\.16 or 32"):
+        FixedPolicy(17)
+
+
+def test_quantpipe_picks_the_largest_bitwidth_that_fits_the_budget():
+    policy = QuantPipePolicy()
+    assert policy.decide(observe(None)) == [16] * 4
+    for bits in ALLOWED:
+        assert policy.decide(observe(mbps_fitting(bits))) == [bits] * 4
+    assert policy.decide(observe(0.01)) == [2] * 4  # nothing fits: the smallest
+
+
+def test_quantpipe_follows_a_step_drop_within_two_windows():
+    decisions = run_link(QuantPipePolicy(), [mbps_fitting(8)] * 5 + [mbps_fitting(3)] * 5)
+    assert decisions[4] == [8] * 4
+    assert all(b <= 3 for b in decisions[6])
+
+
+@given(
+    budget=st.floats(0, 2 * PACKET[16]),
+    count=st.integers(1, 32),
+)
+def test_a_split_window_uses_two_neighbours_and_stays_within_the_budget(budget, count):
+    bits = split_window(budget, sorted(ALLOWED), PACKET, count)
+    assert len(bits) == count
+    used = sorted(set(bits))
+    assert len(used) <= 2
+    if len(used) == 2:
+        assert ALLOWED.index(used[1]) == ALLOWED.index(used[0]) + 1
+    if PACKET[2] <= budget:
+        assert sum(PACKET[b] for b in bits) / count <= budget
+
+
+def test_a_split_window_spreads_the_higher_bitwidth_evenly():
+    budget = (PACKET[4] + PACKET[6]) / 2
+    assert split_window(budget, sorted(ALLOWED), PACKET, 8) == [4, 6] * 4
+
+
+def test_controller_settles_on_the_packet_size_the_link_carries_and_follows_a_drop():
+    capacity = (PACKET[4] + PACKET[6]) / 2 * 8 / 1e6  # between 4 and 6 bits per budget
+    decisions = run_link(ControllerPolicy(), [capacity] * 20 + [capacity / 2] * 20)
+    steady = [b for window in decisions[10:20] for b in window]
+    assert set(steady) <= {4, 6} and 6 in steady  # splits between the two neighbours
+    assert sum(PACKET[b] for b in steady) / len(steady) <= PACKET[6]
+    after = [b for window in decisions[22:40] for b in window]
+    assert max(after) <= 4  # half the capacity: at most 4 bits within two windows
+
+
+def test_mpc_maximizes_accuracy_within_the_rate_and_follows_a_drop():
+    decisions = run_link(MpcPolicy(), [mbps_fitting(8)] * 8 + [mbps_fitting(3)] * 8)
+    assert decisions[7] == [8] * 4
+    assert all(b <= 3 for b in decisions[10])
+
+
+def test_mpc_without_a_profile_maximizes_bitwidth_and_says_so():
+    policy = MpcPolicy()
+    obs = observe(mbps_fitting(6) * 1.2, history=[mbps_fitting(6) * 1.2] * 5, accuracy=None)
+    policy.decide(obs)
+    assert policy.decide(obs) == [6] * 4
+    assert policy.uses_accuracy is False
+
+
+def test_mpc_does_not_flap_on_small_fluctuations():
+    rates = [mbps_fitting(8) * (1.3 if i % 2 else 1.25) for i in range(12)]
+    decisions = run_link(MpcPolicy(), rates)
+    assert len({w[0] for w in decisions[4:]}) == 1
+
+
+def test_user_policies_load_by_module_and_class(tmp_path, monkeypatch):
+    (tmp_path / "mypolicies.py").write_text(textwrap.dedent("""
+        class Always3:
+            def __init__(self, note="x"):
+                self.note = note
+
+            def decide(self, obs):
+                return [3] * obs.window_len
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    policy = make_policy("mypolicies:Always3", note="y")
+    assert policy.decide(observe(1.0)) == [3] * 4
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("greedy", {}, "unknown policy 'greedy'"),
+        ("fixed:x", {}, "takes a bitwidth"),
+        ("quantpipe", {"speed": 2}, "bad parameters"),
+        ("no_such_module:P", {}, "cannot import"),
+        ("quantpipe_core.policy:Nope", {}, "has no Nope"),
+        ("quantpipe_core.policy:Observation", {}, "bad parameters"),
+    ],
+)
+def test_bad_policy_names_and_parameters_are_refused(name, params, message):
+    with pytest.raises(ValueError, match=message):
+        make_policy(name, **params)
+
+
+def test_a_policy_without_decide_is_refused():
+    with pytest.raises(ValueError, match="no decide"):
+        make_policy("quantpipe_core.policy:ScalarKalman", process=0.1, measurement=0.1)
+
+
+def test_decisions_of_the_wrong_length_or_bits_are_refused():
+    obs = observe(1.0)
+    with pytest.raises(ValueError, match="3 bitwidths for a window of 4"):
+        check_decision([8, 8, 8], obs)
+    with pytest.raises(ValueError, match=r"bitwidths \[5\]"):
+        check_decision([5, 8, 8, 8], obs)
+    assert check_decision([32, 8, 8, 8], obs) == [32, 8, 8, 8]
