@@ -1,0 +1,507 @@
+"""Bandwidth traces: a link's capacity as a piecewise-constant function of time.
+
+The simulator, the Mininet replayer and the runtime all read traces through this module, so that
+they agree on what a trace means. Three file formats are read (detected from the content):
+
+- ``csv``: a ``time_s,mbps`` header, then rows; a row's rate holds from its time until the next
+  row's time. The last row's time ends the trace; its rate is the rate after the end under
+  ``end="hold"``.
+- ``mahimahi``: one integer millisecond per line, each line one chance to deliver a 1500-byte
+  packet. Kept exact at 1 ms: the packets at millisecond ``m`` are delivered at a constant rate
+  during ``(m-1, m]``. The last timestamp is the duration (Mahimahi's loop period).
+- ``mbps-log``: two whitespace-separated columns ``time mbps``, the adaptive-bitrate logs. A row's
+  rate was measured over the interval that ends at its time; times are shifted to start at 0.
+
+Transfer times come from integrating capacity forward (`Trace.finish_time`), never from the rate
+at the moment a transfer starts. See docs/traces.md.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+FORMATS = ("csv", "mahimahi", "mbps-log")
+ENDS = ("loop", "hold")
+CSV_HEADER = "time_s,mbps"
+PACKET_BITS = 1500 * 8  # one Mahimahi delivery opportunity
+MAHIMAHI_HOLD_S = 1.0  # after a Mahimahi trace's end, "hold" keeps the mean of its last second
+DEFAULT_FLOOR_MBPS = 0.01
+
+End = Literal["loop", "hold"]
+
+
+class TraceError(ValueError):
+    """A trace file or trace option that cannot be used; the message says where and why."""
+
+
+@dataclass(frozen=True)
+class Trace:
+    """Link capacity: ``mbps[i]`` from ``starts_s[i]`` until the next start (or ``duration_s``).
+
+    After ``duration_s`` the trace repeats (``end="loop"``) or keeps ``hold_mbps`` forever
+    (``end="hold"``). Build one with `Trace.from_segments` or `load_trace`, which also apply
+    scale, binning and the floor.
+    """
+
+    starts_s: tuple[float, ...]
+    mbps: tuple[float, ...]
+    duration_s: float
+    hold_mbps: float
+    end: End = "loop"
+    name: str = field(default="", compare=False)
+    # lookup tables for the O(log n) queries (Python lists: bisect on them beats numpy per call)
+    _times: list[float] = field(init=False, repr=False, compare=False)  # starts, then duration
+    _cum: list[float] = field(init=False, repr=False, compare=False)  # bits delivered by _times
+    _bps: list[float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        starts = np.asarray(self.starts_s, dtype=float)
+        rates = np.asarray(self.mbps, dtype=float)
+        _check_segments(starts, rates, self.duration_s, self.hold_mbps)
+        _check_end(self.end)
+        if self.end == "hold" and self.hold_mbps == 0:
+            raise TraceError(
+                "end='hold' with a rate of 0 after the end would stall transfers forever; "
+                "use a floor above 0 or end='loop'"
+            )
+        times = np.append(starts, float(self.duration_s))
+        cum = _cumulative_bits(times, rates)
+        if cum[-1] <= 0:
+            raise TraceError("every rate is 0: the trace has no capacity at all")
+        set_ = object.__setattr__
+        set_(self, "starts_s", tuple(starts.tolist()))
+        set_(self, "mbps", tuple(rates.tolist()))
+        set_(self, "duration_s", float(self.duration_s))
+        set_(self, "hold_mbps", float(self.hold_mbps))
+        set_(self, "_times", times.tolist())
+        set_(self, "_cum", cum.tolist())
+        set_(self, "_bps", (rates * 1e6).tolist())
+
+    @classmethod
+    def from_segments(
+        cls,
+        starts_s: Sequence[float],
+        mbps: Sequence[float],
+        duration_s: float,
+        *,
+        hold_mbps: float | None = None,
+        end: End = "loop",
+        scale: float = 1.0,
+        bin_s: float | None = None,
+        floor_mbps: float = DEFAULT_FLOOR_MBPS,
+        name: str = "",
+    ) -> Trace:
+        """A trace from its segments; then scale, bin, floor, in that order (see docs/traces.md).
+
+        ``hold_mbps`` (the rate after the end under ``end="hold"``) defaults to the last rate.
+        """
+        _check_options(scale, bin_s, end, floor_mbps)
+        starts = np.asarray(starts_s, dtype=float)
+        rates = np.asarray(mbps, dtype=float)
+        _check_shapes(starts, rates)
+        hold = float(rates[-1] if hold_mbps is None else hold_mbps)
+        _check_segments(starts, rates, duration_s, hold)
+        if not np.any(rates > 0):
+            raise TraceError("every rate is 0: the trace has no capacity at all")
+        rates, hold = rates * scale, hold * scale
+        starts, rates = _merge(starts, rates)
+        if bin_s is not None:
+            starts, rates = _merge(*_bin(starts, rates, duration_s, bin_s))
+        rates, hold = np.maximum(rates, floor_mbps), max(hold, floor_mbps)
+        starts, rates = _merge(starts, rates)
+        return cls(tuple(starts.tolist()), tuple(rates.tolist()), duration_s, hold, end, name)
+
+    def __repr__(self) -> str:
+        return (
+            f"Trace({self.name or 'unnamed'}: {self.duration_s:g} s, {len(self.mbps)} segments, "
+            f"mean {self.mean_mbps():.3f} Mbit/s, end={self.end})"
+        )
+
+    def segments(self) -> list[tuple[float, float]]:
+        """``(start_s, mbps)`` for each piece of one period, in order: what a replayer sets."""
+        return list(zip(self.starts_s, self.mbps, strict=True))
+
+    def rate_mbps(self, t: float) -> float:
+        """The capacity at time ``t`` (a rate holds from its start, inclusive)."""
+        _check_time("t", t)
+        if t >= self.duration_s:
+            if self.end == "hold":
+                return self.hold_mbps
+            t = math.fmod(t, self.duration_s)
+        return self.mbps[bisect_right(self._times, t) - 1]
+
+    def delivered_bits(self, t0: float, t1: float) -> float:
+        """Bits the link can deliver between ``t0`` and ``t1``: the integral of capacity."""
+        _check_interval(t0, t1)
+        return self._bits_by(t1) - self._bits_by(t0)
+
+    def mean_mbps(self, t0: float = 0.0, t1: float | None = None) -> float:
+        """Mean capacity over ``[t0, t1)`` (default: one period), exact."""
+        t1 = self.duration_s if t1 is None else t1
+        if not t1 > t0:
+            raise ValueError(f"mean_mbps needs t1 > t0, got t0={t0}, t1={t1}")
+        return self.delivered_bits(t0, t1) / (t1 - t0) / 1e6
+
+    def finish_time(self, start_s: float, bits: float) -> float:
+        """When a transfer of ``bits`` that starts at ``start_s`` has been delivered.
+
+        Capacity is integrated forward from the start, across segments and loops: O(log n).
+        """
+        if not start_s >= 0 or not bits >= 0 or math.isinf(start_s):
+            raise ValueError(f"finish_time needs start_s >= 0 and bits >= 0, got {start_s}, {bits}")
+        if bits == 0:
+            return start_s
+        duration, period_bits = self.duration_s, self._cum[-1]
+        if self.end == "hold":
+            if start_s >= duration:
+                return start_s + bits / (self.hold_mbps * 1e6)
+            target = self._bits_within(start_s) + bits
+            if target > period_bits:
+                return duration + (target - period_bits) / (self.hold_mbps * 1e6)
+            return max(start_s, self._time_within(target))
+        loops, offset = divmod(start_s, duration)
+        target = self._bits_within(offset) + bits
+        wraps = math.ceil(target / period_bits) - 1  # whole periods crossed; remainder in (0, P]
+        remainder = target - wraps * period_bits
+        return max(start_s, (loops + wraps) * duration + self._time_within(remainder))
+
+    def bin_means(self, bin_s: float) -> np.ndarray:
+        """Mean capacity (Mbit/s) of each ``bin_s`` bin of one period; the last may be shorter."""
+        _check_bin(bin_s)
+        return _bin(np.asarray(self.starts_s), np.asarray(self.mbps), self.duration_s, bin_s)[1]
+
+    def _bits_by(self, t: float) -> float:
+        """Bits deliverable in ``[0, t)``."""
+        if t < self.duration_s:
+            return self._bits_within(t)
+        if self.end == "hold":
+            return self._cum[-1] + (t - self.duration_s) * self.hold_mbps * 1e6
+        loops, offset = divmod(t, self.duration_s)
+        return loops * self._cum[-1] + self._bits_within(offset)
+
+    def _bits_within(self, t: float) -> float:
+        """Bits deliverable in ``[0, t)`` for ``0 <= t <= duration_s``."""
+        i = min(bisect_right(self._times, t), len(self._bps)) - 1
+        return self._cum[i] + (t - self._times[i]) * self._bps[i]
+
+    def _time_within(self, bits: float) -> float:
+        """Earliest time in one period by which ``bits`` (clamped to [0, P]) are delivered."""
+        cum = self._cum
+        bits = min(max(bits, 0.0), cum[-1])
+        j = bisect_left(cum, bits)
+        if cum[j] == bits:
+            return self._times[j]
+        return self._times[j - 1] + (bits - cum[j - 1]) / self._bps[j - 1]
+
+
+def load_trace(
+    path: str | Path,
+    *,
+    format: str | None = None,
+    scale: float = 1.0,
+    bin_s: float | None = None,
+    end: End = "loop",
+    floor_mbps: float = DEFAULT_FLOOR_MBPS,
+) -> Trace:
+    """Read a trace file (format detected unless given), then scale, bin and floor it."""
+    _check_options(scale, bin_s, end, floor_mbps)
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    if not _numbered(lines):
+        raise TraceError(f"{path}: empty file")
+    fmt = format or detect_format(lines, str(path))
+    if fmt not in FORMATS:
+        raise TraceError(f"{path}: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    starts, rates, duration, hold = _PARSERS[fmt](lines, str(path))
+    try:
+        return Trace.from_segments(
+            starts, rates, duration, hold_mbps=hold, end=end, scale=scale, bin_s=bin_s,
+            floor_mbps=floor_mbps, name=path.name,
+        )
+    except TraceError as error:
+        raise TraceError(f"{path}: {error}") from None
+
+
+def detect_format(lines: Sequence[str], name: str = "trace") -> str:
+    """The format of a trace from its first non-blank line (see the module docstring)."""
+    numbered = _numbered(lines)
+    if not numbered:
+        raise TraceError(f"{name}: empty file")
+    number, first = numbered[0]
+    fields = first.split()
+    if first.replace(" ", "") == CSV_HEADER:
+        return "csv"
+    if len(fields) == 1 and fields[0].isdigit():
+        return "mahimahi"
+    if len(fields) == 2 and all(_is_float(f) for f in fields):
+        return "mbps-log"
+    raise TraceError(
+        f"{name}, line {number}: unknown format: expected a '{CSV_HEADER}' header (csv), one "
+        f"integer millisecond per line (mahimahi) or two numbers per line (mbps-log), "
+        f"got {first!r}"
+    )
+
+
+def write_trace(trace: Trace, path: str | Path, format: str) -> None:
+    """Write ``trace`` in ``format``; csv and mbps-log are exact, mahimahi rounds to packets."""
+    if format not in FORMATS:
+        raise TraceError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+    Path(path).write_text(_WRITERS[format](trace))
+
+
+# ---- reading ---------------------------------------------------------------------------------
+
+Parsed = tuple[np.ndarray, np.ndarray, float, float]  # starts, rates, duration, hold rate
+
+
+def _parse_csv(lines: Sequence[str], name: str) -> Parsed:
+    """Each row's rate holds from its time to the next row's; the last row ends the trace."""
+    numbered = _numbered(lines)
+    if numbered[0][1].replace(" ", "") != CSV_HEADER:
+        raise TraceError(f"{name}, line {numbered[0][0]}: expected the header {CSV_HEADER!r}")
+    rows = [(n, _fields(line.split(","), 2, n, name)) for n, line in numbered[1:]]
+    times, rates = _read_rows(rows, name)
+    if times[0] != 0:
+        first = f"the first row must be at time 0, got {times[0]}"
+        raise TraceError(f"{name}, line {rows[0][0]}: {first}")
+    return times[:-1], rates[:-1], float(times[-1]), float(rates[-1])
+
+
+def _parse_mbps_log(lines: Sequence[str], name: str) -> Parsed:
+    """Each row's rate was measured over the interval that ends at its time (as ABR simulators
+    read these logs), so the first row's rate lies before the trace; times start at 0."""
+    rows = [(n, _fields(line.split(), 2, n, name)) for n, line in _numbered(lines)]
+    times, rates = _read_rows(rows, name)
+    times -= times[0]
+    return times[:-1], rates[1:], float(times[-1]), float(rates[-1])
+
+
+def _read_rows(rows: list[tuple[int, list[str]]], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Times and rates of (time, rate) rows: numbers, not negative, times increasing."""
+    if len(rows) < 2:
+        raise TraceError(
+            f"{name}: needs at least two rows (the last row's time ends the trace), "
+            f"got {len(rows)}"
+        )
+    times, rates = [], []
+    for number, (time_text, rate_text) in rows:
+        time = _number(time_text, "time", number, name)
+        rate = _number(rate_text, "rate", number, name)
+        if time < 0:
+            raise TraceError(f"{name}, line {number}: negative time {time}")
+        if rate < 0:
+            raise TraceError(f"{name}, line {number}: negative rate {rate}")
+        if times and time <= times[-1]:
+            raise TraceError(
+                f"{name}, line {number}: time {time} is not after the previous row's "
+                f"{times[-1]} (times must increase)"
+            )
+        times.append(time)
+        rates.append(rate)
+    return np.asarray(times), np.asarray(rates)
+
+
+def _parse_mahimahi(lines: Sequence[str], name: str) -> Parsed:
+    """Packets at millisecond m are delivered at a constant rate during (m-1, m]; exact at 1 ms."""
+    numbered = _numbered(lines)
+    stamps = np.empty(len(numbered), dtype=np.int64)
+    previous = 0
+    for i, (number, line) in enumerate(numbered):
+        text = line.strip()
+        if not text.isdigit():
+            raise TraceError(
+                f"{name}, line {number}: expected a non-negative integer millisecond, got {text!r}"
+            )
+        stamp = int(text)
+        if stamp < previous:
+            raise TraceError(
+                f"{name}, line {number}: timestamp {stamp} is before the previous {previous} "
+                "(timestamps must not decrease)"
+            )
+        stamps[i] = previous = stamp
+    period_ms = int(stamps[-1])
+    if period_ms == 0:
+        raise TraceError(f"{name}: the last timestamp (the duration) is 0 ms")
+    # Mahimahi repeats the file every period: a packet at 0 is the one at the period's end
+    stamps[stamps == 0] = period_ms
+    packets = np.bincount(stamps, minlength=period_ms + 1)[1:]
+    rates = packets * (PACKET_BITS / 1e3)  # packets per ms -> Mbit/s
+    tail_ms = max(1, min(period_ms, round(MAHIMAHI_HOLD_S * 1e3)))
+    hold = float(rates[-tail_ms:].mean())
+    return np.arange(period_ms) / 1e3, rates, period_ms / 1e3, hold
+
+
+_PARSERS = {"csv": _parse_csv, "mahimahi": _parse_mahimahi, "mbps-log": _parse_mbps_log}
+
+
+def _numbered(lines: Sequence[str]) -> list[tuple[int, str]]:
+    """Non-blank lines with their 1-based line numbers."""
+    return [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+
+
+def _fields(parts: list[str], count: int, number: int, name: str) -> list[str]:
+    parts = [p.strip() for p in parts]
+    if len(parts) != count:
+        raise TraceError(f"{name}, line {number}: expected {count} fields, got {len(parts)}")
+    if "" in parts:
+        what = "time" if parts[0] == "" else "rate"
+        raise TraceError(f"{name}, line {number}: missing {what}")
+    return parts
+
+
+def _number(text: str, what: str, number: int, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise TraceError(f"{name}, line {number}: {what} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise TraceError(f"{name}, line {number}: {what} {text!r} is not a finite number")
+    return value
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ---- writing ---------------------------------------------------------------------------------
+
+
+def _write_csv(trace: Trace) -> str:
+    """The segments, then a row at the end carrying the rate after the end."""
+    rows = [*trace.segments(), (trace.duration_s, trace.hold_mbps)]
+    return "".join([f"{CSV_HEADER}\n", *(f"{t!r},{r!r}\n" for t, r in rows)])
+
+
+def _write_mbps_log(trace: Trace) -> str:
+    """A row at 0, then each segment's rate at its end time (the format has no hold rate)."""
+    ends = [*trace.starts_s[1:], trace.duration_s]
+    rows = [(0.0, trace.mbps[0]), *zip(ends, trace.mbps, strict=True)]
+    return "".join(f"{t!r}\t{r!r}\n" for t, r in rows)
+
+
+def _write_mahimahi(trace: Trace) -> str:
+    """One line per packet; per-ms counts follow the rounded cumulative capacity (no drift)."""
+    period_ms = round(trace.duration_s * 1e3)
+    if period_ms < 1:
+        raise TraceError(f"a Mahimahi trace needs at least 1 ms, got {trace.duration_s} s")
+    ends_s = np.minimum(np.arange(1, period_ms + 1) / 1e3, trace.duration_s)
+    cum = np.interp(ends_s, trace._times, trace._cum)
+    packets = np.diff(np.round(cum / PACKET_BITS).astype(np.int64), prepend=0)
+    if packets.sum() == 0:
+        raise TraceError("the trace delivers less than half a packet: nothing to write as Mahimahi")
+    if packets[-1] == 0:  # the last timestamp is Mahimahi's period: move the last packet there
+        packets[np.flatnonzero(packets)[-1]] -= 1
+        packets[-1] = 1
+    stamps = np.repeat(np.arange(1, period_ms + 1), packets)
+    return "".join(f"{s}\n" for s in stamps.tolist())
+
+
+_WRITERS = {"csv": _write_csv, "mahimahi": _write_mahimahi, "mbps-log": _write_mbps_log}
+
+
+# ---- arithmetic on segment arrays ------------------------------------------------------------
+
+
+def _cumulative_bits(times: np.ndarray, rates: np.ndarray) -> np.ndarray:
+    """Bits deliverable by each of ``times`` (segment starts, then the end)."""
+    return np.concatenate([[0.0], np.cumsum(np.diff(times) * rates * 1e6)])
+
+
+def _merge(starts: np.ndarray, rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Join neighbouring segments of equal rate (the capacity function does not change)."""
+    keep = np.concatenate([[True], rates[1:] != rates[:-1]])
+    return starts[keep], rates[keep]
+
+
+def _bin(
+    starts: np.ndarray, rates: np.ndarray, duration_s: float, bin_s: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Average capacity over bins ``[k*bin_s, (k+1)*bin_s)``; the last bin ends at the duration.
+
+    Bin edges are rounded to the nanosecond so that written files show ``0.3``, not
+    ``0.30000000000000004``. Total bits are kept exactly (up to float rounding).
+    """
+    count = max(1, math.ceil(duration_s / bin_s - 1e-6))
+    edges = np.append(np.round(np.arange(count) * bin_s, 9), duration_s)
+    times = np.append(starts, duration_s)
+    cum = np.interp(edges, times, _cumulative_bits(times, rates))
+    return edges[:-1], np.diff(cum) / np.diff(edges) / 1e6
+
+
+# ---- checks ----------------------------------------------------------------------------------
+
+
+def _check_options(scale: float, bin_s: float | None, end: str, floor_mbps: float) -> None:
+    if not (scale > 0 and math.isfinite(scale)):
+        raise TraceError(f"scale must be a positive number, got {scale}")
+    if bin_s is not None:
+        _check_bin(bin_s)
+    _check_end(end)
+    if not (floor_mbps >= 0 and math.isfinite(floor_mbps)):
+        raise TraceError(f"floor_mbps must be >= 0, got {floor_mbps}")
+
+
+def _check_bin(bin_s: float) -> None:
+    if not (bin_s > 0 and math.isfinite(bin_s)):
+        raise TraceError(f"bin_s must be a positive number of seconds, got {bin_s}")
+
+
+def _check_end(end: str) -> None:
+    if end not in ENDS:
+        raise TraceError(f"unknown end mode {end!r}; choose from {', '.join(ENDS)}")
+
+
+def _check_shapes(starts: np.ndarray, rates: np.ndarray) -> None:
+    if starts.ndim != 1 or starts.shape != rates.shape or starts.size == 0:
+        raise TraceError(
+            f"need as many starts as rates (at least one), got {starts.shape} and {rates.shape}"
+        )
+
+
+def _check_segments(starts: np.ndarray, rates: np.ndarray, duration_s: float, hold: float) -> None:
+    """Refuse segment arrays that do not describe a capacity function, naming the index."""
+    _check_shapes(starts, rates)
+    if bad := _first(~np.isfinite(starts) | (starts < 0)):
+        raise TraceError(f"segment {bad[0]}: start {starts[bad[0]]} is not a time >= 0")
+    if starts[0] != 0:
+        raise TraceError(f"the first segment must start at 0, got {starts[0]}")
+    if bad := _first(np.diff(starts) <= 0):
+        i = bad[0] + 1
+        raise TraceError(f"segment {i}: start {starts[i]} is not after {starts[i - 1]}")
+    if not (math.isfinite(duration_s) and duration_s > starts[-1]):
+        raise TraceError(
+            f"duration_s must be after the last start {starts[-1]}, got {duration_s}"
+        )
+    if bad := _first(~np.isfinite(rates) | (rates < 0)):
+        raise TraceError(f"segment {bad[0]}: rate {rates[bad[0]]} is not a rate >= 0")
+    if not (math.isfinite(hold) and hold >= 0):
+        raise TraceError(f"hold_mbps must be a rate >= 0, got {hold}")
+
+
+def _first(mask: np.ndarray) -> list[int]:
+    """``[index]`` of the first true element, or ``[]`` (so ``if bad := _first(...)`` reads)."""
+    hits = np.flatnonzero(mask)
+    return [int(hits[0])] if hits.size else []
+
+
+def _check_time(what: str, t: float) -> None:
+    if not (t >= 0 and math.isfinite(t)):
+        raise ValueError(f"{what} must be a time >= 0, got {t}")
+
+
+def _check_interval(t0: float, t1: float) -> None:
+    _check_time("t0", t0)
+    _check_time("t1", t1)
+    if t1 < t0:
+        raise ValueError(f"the interval ends before it starts: t0={t0}, t1={t1}")
