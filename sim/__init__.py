@@ -1,5 +1,24 @@
-"""Trace-driven SimPy model of the pipeline (`python -m sim.run trace.csv`).
+"""Trace-driven SimPy model of the pipeline: ``python -m sim.run TRACE``.
 
-Not built yet: the simulator is its own issue. The package exists so that the project's
-installed layout is fixed from the start.
+- `simulate(config, trace) -> SimResult`: the Python API behind the command (``result.summary``,
+  ``result.write(out)``), in `sim.simulation`;
+- `sim.pipeline`: the SimPy processes (source, stages, links);
+- `sim.oracle`: the policy that knows the future trace (simulator only);
+- `sim.traces`: the trace tool (``python -m sim.traces info|convert|generate``).
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["SimResult", "simulate"]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the simulation (and torch, for the models) only when it is asked for, so that
+    ``python -m sim.traces`` starts fast."""
+    if name in __all__:
+        from sim import simulation
+
+        return getattr(simulation, name)
+    raise AttributeError(f"module 'sim' has no attribute {name!r}")

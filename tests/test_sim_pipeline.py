@@ -1,0 +1,86 @@
+"""The SimPy pipeline: throughput, delivery and policy reactions with analytical answers."""
+
+from __future__ import annotations
+
+import pytest
+
+from quantpipe_core.policy import FixedPolicy, QuantPipePolicy
+from quantpipe_core.quant import wire_size
+from quantpipe_core.results import RunInfo, summary, window_rows
+from quantpipe_core.trace import Trace
+from sim.oracle import OraclePolicy
+from sim.pipeline import LinkSpec, Pipeline, SourceSpec, StageSpec
+
+SHAPE = (8, 197, 768)
+ALLOWED = (2, 3, 4, 6, 8, 16)
+PACKET = {b: wire_size(SHAPE, b) for b in (*ALLOWED, 32)}
+
+
+def constant(mbps: float, duration: float = 1000.0) -> Trace:
+    return Trace.from_segments([0.0], [mbps], duration)
+
+
+def step(high: float, low: float, at: float, duration: float) -> Trace:
+    return Trace.from_segments([0.0, at], [high, low], duration, end="hold")
+
+
+def run(trace, policy, *, compute_s=0.1, rate=1000.0, mode="closed", until=200.0, window=4):
+    stages = [StageSpec(compute_s), StageSpec(compute_s)]
+    links = [LinkSpec(trace, PACKET, policy, SHAPE)]
+    source = SourceSpec(rate, 8, mode=mode, max_in_flight=4)
+    records = Pipeline(stages, links, source, allowed_bits=ALLOWED, window=window).run(until)
+    info = RunInfo(2, 8, rate, until, trace_mbps=[trace.mean_mbps])
+    return records, info
+
+
+@pytest.mark.parametrize(("mbps", "bits"), [(200.0, 8), (20.0, 8), (20.0, 2), (3.0, 4)])
+def test_throughput_is_the_slower_of_compute_and_link(mbps, bits):
+    records, info = run(constant(mbps), FixedPolicy(bits))
+    compute_rate = 8 / 0.1
+    link_rate = mbps * 1e6 / (PACKET[bits] * 8) * 8
+    expected = min(compute_rate, link_rate)
+    assert summary(records, info)["throughput_items_per_s"] == pytest.approx(expected, rel=0.02)
+
+
+def test_transfers_integrate_capacity_across_a_change():
+    trace = Trace.from_segments([0.0, 1.0], [1.0, 100.0], 1000.0, end="hold")
+    bits = 2e6  # one second at 1 Mbit/s would need 2 s; here 1 s at 1, then 1 Mbit at 100
+    assert trace.finish_time(0.0, bits) == pytest.approx(1.01)
+
+
+def test_no_microbatch_is_lost_duplicated_or_reordered():
+    records, _ = run(step(50.0, 16.0, 50.0, 200.0), QuantPipePolicy(), mode="open", rate=40.0)
+    done = sorted(records.t_sink)
+    assert done == list(range(len(done)))
+    for mb in done:
+        assert records.t_source[mb] <= records.stage_start[mb, 0] <= records.stage_end[mb, 0]
+        assert records.stage_end[mb, 0] <= records.link_arrive[mb, 0] <= records.stage_start[mb, 1]
+    assert [records.t_sink[mb] for mb in done] == sorted(records.t_sink[mb] for mb in done)
+    assert len(records.t_source) - len(done) <= 20  # only the microbatches still in flight
+
+
+def test_quantpipe_lowers_bits_within_two_windows_of_a_drop_and_restores_the_rate():
+    target = 40.0  # 5 microbatches/s: 8 bits fits 60 Mbit/s, only 2 bits fits 16
+    trace = step(60.0, 16.0, 60.0, 200.0)
+    records, info = run(trace, QuantPipePolicy(), mode="open", rate=target, until=200.0)
+    windows = window_rows(records, info)
+    before = [w for w in windows if w["t_end_s"] <= 60.0]
+    after = [w for w in windows if w["t_start_s"] >= 60.0]
+    assert before[-1]["bits"] == 8
+    assert max(w["bits"] for w in after[2:]) <= 2  # two windows to notice, then at most 2 bits
+    late = [mb for mb, t in records.t_sink.items() if t > 100.0]
+    assert len(late) * 8 / (200.0 - 100.0) == pytest.approx(target, rel=0.05)
+
+
+def test_the_oracle_meets_the_drop_without_delay():
+    trace = step(60.0, 16.0, 60.0, 200.0)
+    records, info = run(trace, OraclePolicy(trace=trace), mode="open", rate=40.0)
+    windows = window_rows(records, info)
+    assert [w for w in windows if w["t_end_s"] <= 60.0][-1]["bits"] == 8
+    assert next(w for w in windows if w["t_start_s"] >= 60.0)["bits"] == 2
+
+
+def test_the_same_run_gives_the_same_records():
+    first, _ = run(step(50.0, 5.0, 50.0, 120.0), QuantPipePolicy(), mode="open", rate=40.0)
+    second, _ = run(step(50.0, 5.0, 50.0, 120.0), QuantPipePolicy(), mode="open", rate=40.0)
+    assert first == second

@@ -1,0 +1,127 @@
+"""`python -m sim.run` and `sim.simulate`: configs in, the four result files out."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+
+from quantpipe_core.config import load_config
+from sim import run, simulate
+
+FILES = ("timeline.csv", "windows.csv", "summary.json", "plot.png")
+
+
+@pytest.fixture
+def step_trace(tmp_path):
+    path = tmp_path / "step.csv"
+    path.write_text("time_s,mbps\n0,60\n60,16\n120,16\n")
+    return path
+
+
+@pytest.fixture
+def digits_config(tmp_path):
+    path = tmp_path / "digits.toml"
+    path.write_text(textwrap.dedent("""
+        [model]
+        name = "digits-vit"
+        cuts = ["block1.out"]
+        [policy]
+        name = "quantpipe"
+        window = 8
+        [source]
+        target_rate = 2000.0
+        [[links]]
+        scale = 0.05
+    """))
+    return path
+
+
+def test_a_bare_trace_runs_the_default_pipeline_and_writes_every_file(tmp_path, step_trace, capsys):
+    out = tmp_path / "out"
+    assert run.main([str(step_trace), "--out", str(out)]) == 0
+    assert all((out / name).is_file() for name in FILES)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("throughput_items_per_s", "target_rate_items_per_s", "target_met_fraction",
+                "mean_bits", "expected_accuracy", "measured_accuracy", "latency_p50_s",
+                "latency_p95_s", "bits_switches", "items_completed", "links", "run"):
+        assert key in summary
+    assert summary["expected_accuracy"] is None  # vit-base has no accuracy profile
+    assert summary["run"]["cuts"] == ["block5.out"]
+    assert summary["run"]["traces"]["link0"]["sha256"]
+    assert "target met" in capsys.readouterr().out
+
+
+def test_a_model_with_a_profile_gets_an_expected_accuracy(tmp_path, step_trace, digits_config):
+    result = simulate(load_config(digits_config), step_trace)
+    assert 0.5 < result.summary["expected_accuracy"] <= 0.98
+    assert result.summary["mean_bits"] < 16  # the scaled link forces the policy down
+
+
+def test_the_same_seed_gives_the_same_files(tmp_path, step_trace):
+    for name in ("a", "b"):
+        assert run.main([str(step_trace), "--out", str(tmp_path / name), "--seed", "3",
+                         "--duration", "60"]) == 0
+    for name in ("timeline.csv", "windows.csv", "summary.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_fixed_bits_and_policy_options(tmp_path, step_trace):
+    out = tmp_path / "fixed"
+    assert run.main([str(step_trace), "--policy", "fixed", "--bits", "4", "--out", str(out),
+                     "--duration", "30"]) == 0
+    assert json.loads((out / "summary.json").read_text())["mean_bits"] == 4
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--bits", "4"], "--bits goes with --policy fixed only"),
+        (["--policy", "fixed"], "needs --bits"),
+        (["--policy", "greedy"], "policy.name: 'greedy' is not one of"),
+        (["--scale", "-1"], "scale"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(step_trace, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run.main([str(step_trace), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_missing_trace_and_a_bad_config_are_named(tmp_path, step_trace, capsys):
+    with pytest.raises(SystemExit):
+        run.main([str(tmp_path / "nope.csv")])
+    assert "nope.csv" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nmicrobatch = 0\n")
+    with pytest.raises(SystemExit):
+        run.main([str(step_trace), "--config", str(bad)])
+    assert "model.microbatch" in capsys.readouterr().err
+
+
+def test_three_stages_with_a_trace_per_link_and_auto_partition(tmp_path, step_trace):
+    fast = tmp_path / "fast.csv"
+    fast.write_text("time_s,mbps\n0,500\n60,500\n")
+    config = tmp_path / "three.toml"
+    config.write_text(textwrap.dedent(f"""
+        [model]
+        name = "digits-vit"
+        partition = "auto"
+        [[devices]]
+        name = "a"
+        [[devices]]
+        name = "b"
+        [[devices]]
+        name = "c"
+        [[links]]
+        trace = "{fast}"
+        [[links]]
+        trace = "{step_trace}"
+        scale = 0.2
+    """))
+    result = simulate(load_config(config))
+    assert len(result.cuts) == 2
+    assert len(result.summary["links"]) == 2
+    assert result.summary["items_completed"] > 0
