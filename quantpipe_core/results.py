@@ -176,13 +176,15 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
-def write_results(out: Path, records: Records, info: RunInfo) -> dict[str, Any]:
-    """Write the four files into `out` and return the summary."""
+def write_results(
+    out: Path, records: Records, info: RunInfo, result: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Write the four files into `out` and return the summary (`result`, if already made)."""
     out.mkdir(parents=True, exist_ok=True)
     windows = window_rows(records, info)
     write_csv(out / "timeline.csv", timeline_rows(records, info.stages))
     write_csv(out / "windows.csv", windows)
-    result = summary(records, info)
+    result = summary(records, info) if result is None else result
     (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     plot(out / "plot.png", windows, records, info)
     return result

@@ -116,6 +116,8 @@ def print_summary(summary: dict[str, Any], cuts: list[str], out: Path) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")
+    for note in summary.get("notes", []):
+        print(f"note: {note}")
     print(f"wrote {out}/timeline.csv, windows.csv, summary.json, plot.png")
 
 

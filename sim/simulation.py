@@ -51,7 +51,7 @@ class SimResult:
 
     def write(self, out: str | Path) -> dict[str, Any]:
         """Write timeline.csv, windows.csv, summary.json and plot.png into `out`."""
-        return write_results(Path(out), self.records, self.info)
+        return write_results(Path(out), self.records, self.info, self.summary)
 
 
 @dataclass
@@ -92,7 +92,19 @@ def simulate(
         trace_mbps=[t.mean_mbps for t in plan.traces],
         record=run_record(config, plan),
     )
-    return SimResult(records, info, plan.cuts, summary(records, info))
+    result = summary(records, info)
+    result["notes"] = notes(config, plan)
+    return SimResult(records, info, plan.cuts, result)
+
+
+def notes(config: Config, plan: Plan) -> list[str]:
+    """What a reader of the summary must know about how it was computed."""
+    said = []
+    if plan.accuracy is None:
+        said.append(f"{plan.model.name} has no accuracy profile: expected_accuracy is null")
+        if config.policy.name == "mpc":
+            said.append("mpc has no accuracy to maximize: it maximizes bitwidth within the rate")
+    return said
 
 
 def resolve(config: Config, trace: str | Path | None) -> Plan:

@@ -48,6 +48,7 @@ def test_a_bare_trace_runs_the_default_pipeline_and_writes_every_file(tmp_path, 
                 "latency_p95_s", "bits_switches", "items_completed", "links", "run"):
         assert key in summary
     assert summary["expected_accuracy"] is None  # vit-base has no accuracy profile
+    assert "no accuracy profile" in summary["notes"][0]
     assert summary["run"]["cuts"] == ["block5.out"]
     assert summary["run"]["traces"]["link0"]["sha256"]
     assert "target met" in capsys.readouterr().out
@@ -125,3 +126,26 @@ def test_three_stages_with_a_trace_per_link_and_auto_partition(tmp_path, step_tr
     assert len(result.cuts) == 2
     assert len(result.summary["links"]) == 2
     assert result.summary["items_completed"] > 0
+
+
+def test_compare_runs_every_pair_and_writes_a_report(tmp_path, step_trace):
+    from sim import compare
+
+    out = tmp_path / "cmp"
+    argv = [str(step_trace), "--policies", "fixed:4,quantpipe,oracle", "--duration", "40",
+            "--jobs", "1", "--out", str(out)]
+    assert compare.main(argv) == 0
+    report = (out / "report.md").read_text()
+    assert "| quantpipe |" in report and "target met vs oracle" in report
+    assert "python -m sim.compare" in report
+    assert (out / "scatter.png").is_file() and (out / "step.png").is_file()
+    assert len((out / "results.csv").read_text().splitlines()) == 1 + 3
+    assert (out / "step-fixed4" / "summary.json").is_file()
+
+
+def test_compare_refuses_bad_policies_before_running(tmp_path, step_trace, capsys):
+    from sim import compare
+
+    assert compare.main([str(step_trace), "--policies", "quantpipe,greedy",
+                         "--out", str(tmp_path)]) == 2
+    assert "greedy" in capsys.readouterr().err
