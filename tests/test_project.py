@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -70,3 +71,19 @@ def test_the_python_examples_in_the_guides_run(tmp_path):
         assert blocks, f"docs/{guide} has no python example"
         for block in blocks:
             subprocess.run([sys.executable, "-c", block], check=True, cwd=tmp_path, timeout=300)
+
+
+def test_the_user_guides_policy_example_runs_in_the_simulator(tmp_path):
+    text = (ROOT / "docs" / "index.md").read_text()
+    module = re.search(r"```python\n# my_policies.py\n(.*?)```", text, flags=re.S).group(1)
+    (tmp_path / "my_policies.py").write_text(module)
+    command = re.search(r"```sh\n(PYTHONPATH=\. .*?)\n```", text, flags=re.S).group(1)
+    argv = command.split()[2:]  # after "PYTHONPATH=. .venv/bin/python"
+    assert argv[:2] == ["-m", "sim.run"]
+    result = subprocess.run(
+        [sys.executable, *argv, "--out", str(tmp_path / "out"), "--duration", "60"],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out" / "summary.json").is_file()
