@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 
+from quantpipe_core.cli import bits_list, method_list
 from quantpipe_core.quant import METHODS, decode, encode
+from quantpipe_core.timing import median_s
 
 SHAPE = (8, 197, 768)
 
@@ -35,21 +35,11 @@ def post_gelu(seed: int = 1) -> torch.Tensor:
     return torch.nn.functional.gelu(2.0 * torch.randn(SHAPE, generator=gen))
 
 
-def median_seconds(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def measure(x: torch.Tensor, bits: int, method: str, repeats: int, granularity: str) -> dict:
     megabytes = x.numel() * 4 / 1e6
     packet = encode(x, bits, method, granularity=granularity)
-    enc = median_seconds(lambda: encode(x, bits, method, granularity=granularity), repeats)
-    dec = median_seconds(lambda: decode(packet), repeats)
+    enc = median_s(lambda: encode(x, bits, method, granularity=granularity), repeats)
+    dec = median_s(lambda: decode(packet), repeats)
     mse = torch.mean((decode(packet) - x) ** 2).item()
     return {
         "bits": bits,
@@ -62,33 +52,14 @@ def measure(x: torch.Tensor, bits: int, method: str, repeats: int, granularity: 
     }
 
 
-def bit_list(text: str) -> list[int]:
-    try:
-        bits = [int(b) for b in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not all(1 <= b <= 16 for b in bits):
-        raise argparse.ArgumentTypeError(f"bitwidths must be in 1..16, got {text!r}")
-    return bits
-
-
-def method_list(text: str) -> list[str]:
-    methods = text.split(",")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown methods {unknown}; choose from {METHODS}")
-    return methods
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=15, help="timed runs per cell (median)")
     parser.add_argument(
-        "--bits", type=bit_list, default="2,3,4,6,8,16", help="comma-separated bitwidths"
+        "--bits", type=bits_list(allow_float=False), default="2,3,4,6,8,16",
+        help="comma-separated bitwidths"
     )
     parser.add_argument(
         "--methods", type=method_list, default=",".join(METHODS), help="comma-separated methods"
@@ -96,7 +67,7 @@ def main() -> None:
     parser.add_argument("--granularity", default="tensor", choices=("tensor", "token"))
     parser.add_argument("--json", help="also write every row to this JSON file")
     args = parser.parse_args()
-    bits_list, methods = args.bits, args.methods
+    widths, methods = args.bits, args.methods
     torch.set_num_threads(2)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, shape {SHAPE}, "
@@ -108,7 +79,7 @@ def main() -> None:
             f"\n{name}\n{'bits':>4} {'method':<10} {'enc MB/s':>9} {'dec MB/s':>9} "
             f"{'x minmax':>8} {'wire B':>9} {'mse':>10}"
         )
-        for bits in bits_list:
+        for bits in widths:
             base = None
             for method in methods:
                 row = measure(x, bits, method, args.repeats, args.granularity) | {"data": name}
@@ -131,7 +102,7 @@ def main() -> None:
         if key in cell:
             value = cell[key][field]
             print(f"  {text}: {value:.0f} {'ok' if value >= floor else 'MISSED'}")
-    for bits in bits_list:
+    for bits in widths:
         if (bits, "ds-aciq") in cell and (bits, "minmax") in cell:
             ratio = cell[(bits, "ds-aciq")]["x_minmax"]
             print(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 
 def int_list(text: str) -> list[int]:
@@ -17,3 +18,28 @@ def int_list(text: str) -> list[int]:
 def name_list(text: str) -> list[str]:
     """``"a, b"`` -> ``["a", "b"]``."""
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def bits_list(*, allow_float: bool) -> Callable[[str], list[int]]:
+    """An argparse type for ``"2,3,4"``: bitwidths 1..16, and 32 (float32) if `allow_float`."""
+    allowed = "1..16 or 32" if allow_float else "1..16"
+
+    def parse(text: str) -> list[int]:
+        bits = int_list(text)
+        if bad := [b for b in bits if not (1 <= b <= 16 or (allow_float and b == 32))]:
+            raise argparse.ArgumentTypeError(f"bitwidths must be {allowed}, got {bad}")
+        return bits
+
+    return parse
+
+
+def method_list(text: str) -> list[str]:
+    """An argparse type for ``"minmax,ds-aciq"``: clipping method names, checked."""
+    from quantpipe_core.quant import METHODS
+
+    methods = name_list(text)
+    if bad := [m for m in methods if m not in METHODS]:
+        raise argparse.ArgumentTypeError(
+            f"unknown clipping method(s) {bad}; choose from {', '.join(METHODS)}"
+        )
+    return methods

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from quantpipe_core.cli import int_list, name_list
+from quantpipe_core.cli import bits_list, method_list, name_list
 from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import through_link
 from quantpipe_core.profiles.accuracy import SCHEMA
@@ -245,9 +245,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="digits-vit, minilm, or a Hugging Face folder (default digits-vit)")
     parser.add_argument("--cuts", type=name_list, default=["all"],
                         help="comma-separated cut ids (e.g. block1.gelu,block1.out) or 'all'")
-    parser.add_argument("--bits", type=int_list, default=list(DEFAULT_BITS),
+    parser.add_argument("--bits", type=bits_list(allow_float=False), default=list(DEFAULT_BITS),
                         help="bitwidths, 1..16 (default 2,3,4,6,8,16)")
-    parser.add_argument("--clip", type=name_list, default=list(METHODS),
+    parser.add_argument("--clip", type=method_list, default=list(METHODS),
                         help=f"clipping methods (default {','.join(METHODS)})")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="tensor",
                         help="one clip range per tensor or per token (default tensor)")
@@ -264,10 +264,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/accuracy"),
                         help="output folder (default runs/accuracy)")
     args = parser.parse_args(argv)
-    if bad := [b for b in args.bits if not 1 <= b <= 16]:
-        parser.error(f"--bits must be within 1..16, got {bad}")
-    if bad := [m for m in args.clip if m not in METHODS]:
-        parser.error(f"unknown clipping method(s) {bad}; choose from {', '.join(METHODS)}")
     if args.microbatch < 1:
         parser.error("--microbatch must be at least 1")
     return args

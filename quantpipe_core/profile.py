@@ -16,36 +16,24 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from quantpipe_core.cli import int_list, name_list
+from quantpipe_core.cli import bits_list, int_list, method_list
 from quantpipe_core.datasets import digits, stdlib_sentences
 from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_model, model_dir
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.profiles.compute import SCHEMA
 from quantpipe_core.profiles.naming import profile_stem
 from quantpipe_core.quant import GRANULARITIES, METHODS
+from quantpipe_core.timing import median_s
 
 DEFAULT_BITS = (2, 3, 4, 6, 8, 16, 32)
-
-
-def median_s(run: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `run` over `repeats` calls, after one warm-up call."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def sample_input(model: StagedModel, microbatch: int, tokens: int) -> Carry:
@@ -174,9 +162,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="torch thread counts to measure with (default 1,2)")
     parser.add_argument("--microbatch", type=int_list, default=[1, 8],
                         help="microbatch sizes (default 1,8)")
-    parser.add_argument("--bits", type=int_list, default=list(DEFAULT_BITS),
+    parser.add_argument("--bits", type=bits_list(allow_float=True), default=list(DEFAULT_BITS),
                         help="bitwidths for the codec, 1..16 or 32 (default 2,3,4,6,8,16,32)")
-    parser.add_argument("--clip", type=name_list, default=list(METHODS),
+    parser.add_argument("--clip", type=method_list, default=list(METHODS),
                         help=f"clipping methods (default {','.join(METHODS)})")
     parser.add_argument("--granularity", choices=GRANULARITIES, default="tensor",
                         help="clip ranges per tensor or per token for the codec (tensor)")
@@ -186,10 +174,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("runs/compute"),
                         help="output folder (default runs/compute)")
     args = parser.parse_args(argv)
-    if bad := [b for b in args.bits if not (1 <= b <= 16 or b == 32)]:
-        parser.error(f"--bits must be within 1..16 or 32, got {bad}")
-    if bad := [m for m in args.clip if m not in METHODS]:
-        parser.error(f"unknown clipping method(s) {bad}; choose from {', '.join(METHODS)}")
     if min(args.threads, default=0) < 1 or min(args.microbatch, default=0) < 1:
         parser.error("--threads and --microbatch need positive integers")
     if args.repeats < 1 or args.tokens < 1:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from quantpipe_core.cli import name_list
 from quantpipe_core.config import Config, ConfigError, load_config
+from sim.run import option_overrides
 
 DEFAULT_POLICIES = ("fixed:32", "fixed:8", "fixed:4", "fixed:2", "quantpipe", "controller", "mpc",
                     "oracle")
@@ -216,11 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--jobs must be at least 1")
     try:
         config = load_config(args.config)
-        changes: dict[str, Any] = {}
-        if args.scale is not None:
-            changes["links.*.scale"] = args.scale
-        if args.duration is not None:
-            changes["run.duration_s"] = args.duration
+        changes = option_overrides(scale=args.scale, duration=args.duration)
         config = config.replace(**changes) if changes else config
         for policy in args.policies:
             with_policy(config, policy)

@@ -52,7 +52,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config fields the command line sets; a ValueError for options that do not go together."""
-    changes: dict[str, Any] = {}
+    changes = option_overrides(
+        target_rate=args.target_rate, scale=args.scale, duration=args.duration, seed=args.seed
+    )
     policy = args.policy
     if args.bits is not None:
         if policy != "fixed":
@@ -62,15 +64,24 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--policy fixed needs --bits N (or write --policy fixed:N)")
     if policy is not None:
         changes["policy.name"] = policy
-    if args.target_rate is not None:
-        changes["source.target_rate"] = args.target_rate
-    if args.scale is not None:
-        changes["links.*.scale"] = args.scale
-    if args.duration is not None:
-        changes["run.duration_s"] = args.duration
-    if args.seed is not None:
-        changes["run.seed"] = args.seed
     return changes
+
+
+def option_overrides(
+    *,
+    target_rate: float | None = None,
+    scale: float | None = None,
+    duration: float | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """The dotted config fields that these command-line options set (None: not given)."""
+    fields = {
+        "source.target_rate": target_rate,
+        "links.*.scale": scale,
+        "run.duration_s": duration,
+        "run.seed": seed,
+    }
+    return {key: value for key, value in fields.items() if value is not None}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -224,9 +224,9 @@ def build_specs(config: Config, plan: Plan) -> tuple[list[StageSpec], list[LinkS
         in_cut = plan.cuts[k - 1] if k > 0 else None
         stages.append(StageSpec(
             compute_s=profile.stage_s(units, mb, threads),
-            encode_s={b: codec_s(profile.encode_s, out_cut, clip, b, mb, threads)
+            encode_s={b: profile.encode_s(out_cut, clip, b, mb, threads)
                       for b in bits} if out_cut else {},
-            decode_s={b: codec_s(profile.decode_s, in_cut, clip, b, mb, threads)
+            decode_s={b: profile.decode_s(in_cut, clip, b, mb, threads)
                       for b in bits} if in_cut else {},
         ))
     links = []
@@ -251,21 +251,6 @@ def build_specs(config: Config, plan: Plan) -> tuple[list[StageSpec], list[LinkS
         max_in_flight=config.source.max_in_flight,
     )
     return stages, links, source
-
-
-def codec_s(
-    lookup: Callable[..., float], cut: str, clip: str, bits: int, mb: int, threads: int
-) -> float:
-    """Codec time from the profile; an unmeasured bitwidth takes the nearest measured one's."""
-    try:
-        return lookup(cut, clip, bits, mb, threads)
-    except ValueError:
-        for nearest in sorted((2, 3, 4, 6, 8, 16, 32), key=lambda b: abs(b - bits)):
-            try:
-                return lookup(cut, clip, nearest, mb, threads)
-            except ValueError:
-                continue
-        raise
 
 
 def link_policy(config: Config, trace: Trace):

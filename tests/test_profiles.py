@@ -92,6 +92,7 @@ def test_compute_times_interpolate_in_microbatch_size_and_scale_with_speed():
         p.unit_s("embed", 8, threads=2)
     with pytest.raises(ValueError, match="no codec time"):
         p.encode_s("block0.gelu", "minmax", 2, 8)
+    assert p.encode_s("block3.out", "minmax", 5, 8) == 0.8  # the nearest measured bitwidth
     with pytest.raises(ValueError, match="positive"):
         p.scaled(0)
 

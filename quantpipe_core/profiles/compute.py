@@ -20,7 +20,9 @@ tensors of the same shapes, so the codec is timed once per kind, on the real act
 cut named in ``codec_measured_at``, and applies to every cut of that kind.
 
 Rules: a microbatch size between or beyond measured ones is interpolated or extrapolated
-linearly (time ~ fixed cost + cost per input); the thread count must be one that was measured;
+linearly (time ~ fixed cost + cost per input); an unmeasured bitwidth takes the codec time of the
+nearest measured one (the higher on a tie: codec time depends little on the bitwidth); the
+thread count must be one that was measured;
 ``speed`` divides every time (a device twice as fast as the profiling machine has speed 2).
 """
 
@@ -109,12 +111,14 @@ class ComputeProfile:
 
         def pick(row: dict[str, Any]) -> float:
             try:
-                return row[kind][method][str(bits)][key]
+                by_bits = row[kind][method]
             except KeyError:
                 raise ValueError(
                     f"compute profile of {self.model} has no codec time for cut kind {kind!r}, "
-                    f"method {method!r}, {bits} bits"
+                    f"method {method!r}"
                 ) from None
+            nearest = min(by_bits, key=lambda measured: (abs(int(measured) - bits), -int(measured)))
+            return by_bits[nearest][key]
 
         return self._per_microbatch(table, microbatch, pick)
 
