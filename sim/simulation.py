@@ -15,7 +15,7 @@ import importlib.metadata
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +177,12 @@ def balanced_block_cuts(
     outs = [i for i, name in enumerate(model.unit_names) if name.endswith(".out")]
     if len(outs) < stages - 1:
         raise ValueError(f"{model.name} has {len(outs)} blocks: too few for {stages} stages")
-    cuts, running, cumulative = [], 0.0, {}
-    for i, t in enumerate(times):
-        running += t
-        cumulative[i] = running
+    cumulative = list(accumulate(times))
+    cuts: list[int] = []
     for s in range(1, stages):
         goal = total * s / stages
-        candidates = [i for i in outs if not cuts or i > cuts[-1]]
+        later = [i for i in outs if not cuts or i > cuts[-1]]
+        candidates = later[: len(later) - (stages - 1 - s)]  # leave a block for every later cut
         cuts.append(min(candidates, key=lambda i: abs(cumulative[i] - goal)))
     return [model.unit_names[i] for i in cuts]
 

@@ -149,3 +149,20 @@ def test_compare_refuses_bad_policies_before_running(tmp_path, step_trace, capsy
     assert compare.main([str(step_trace), "--policies", "quantpipe,greedy",
                          "--out", str(tmp_path)]) == 2
     assert "greedy" in capsys.readouterr().err
+
+
+def test_the_default_split_leaves_a_block_for_every_later_cut(tmp_path, step_trace):
+    from sim.simulation import resolve
+
+    def devices(n: int) -> str:
+        return '[model]\nname = "digits-vit"\n' + "".join(
+            f'[[devices]]\nname = "d{i}"\n' for i in range(n)
+        )
+
+    five, six = tmp_path / "five.toml", tmp_path / "six.toml"
+    five.write_text(devices(5))
+    six.write_text(devices(6))
+    cuts = resolve(load_config(five), step_trace).cuts
+    assert cuts == ["block0.out", "block1.out", "block2.out", "block3.out"]
+    with pytest.raises(ValueError, match="4 blocks: too few for 6 stages"):
+        resolve(load_config(six), step_trace)
