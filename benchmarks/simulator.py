@@ -16,10 +16,11 @@ import time
 
 import numpy as np
 
+from quantpipe_core.plan import LinkSpec, SourceSpec, StageSpec
 from quantpipe_core.policy import QuantPipePolicy
 from quantpipe_core.quant import wire_size
 from quantpipe_core.trace import Trace
-from sim.pipeline import LinkSpec, Pipeline, SourceSpec, StageSpec
+from sim.pipeline import Pipeline
 
 GOAL_S = 10.0
 SHAPE = (1, 197, 768)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from quantpipe_core.plan import CapacityTrace
 from quantpipe_core.policy import Observation
-from sim.pipeline import CapacityTrace
 
 
 @dataclass

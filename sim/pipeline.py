@@ -13,111 +13,13 @@ Everything here is already resolved (times in seconds, bytes per bitwidth, trace
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 import simpy
 
-from quantpipe_core.policy import Observation, Policy, check_decision
-from quantpipe_core.results import Records, WindowRecord
-
-
-class CapacityTrace(Protocol):
-    def finish_time(self, start_s: float, bits: float) -> float: ...
-
-    def mean_mbps(self, t0: float, t1: float) -> float: ...
-
-
-@dataclass(frozen=True)
-class StageSpec:
-    """One device's work per microbatch: compute, and codec time by bitwidth."""
-
-    compute_s: float
-    encode_s: Mapping[int, float] = field(default_factory=dict)  # for the link it sends on
-    decode_s: Mapping[int, float] = field(default_factory=dict)  # for the link it receives from
-
-
-@dataclass
-class LinkSpec:
-    """One link: its capacity trace, packet sizes, and the sending stage's policy."""
-
-    trace: CapacityTrace
-    packet_bytes: Mapping[int, int]
-    policy: Policy
-    tensor_shape: tuple[int, ...]
-    latency_s: float = 0.0
-    accuracy_by_bits: Mapping[int, float | None] | None = None
-
-
-@dataclass(frozen=True)
-class SourceSpec:
-    """Open loop: one microbatch every `items_per_microbatch / target_rate` seconds; closed
-    loop: a new one whenever fewer than `max_in_flight` are in the pipeline."""
-
-    target_rate_items_per_s: float
-    items_per_microbatch: int
-    mode: str = "open"
-    max_in_flight: int = 4
-
-
-class LinkSender:
-    """The sending side of a link: the policy's schedule and what the stage measured."""
-
-    def __init__(self, index: int, spec: LinkSpec, source: SourceSpec, allowed: Sequence[int],
-                 window: int, records: Records) -> None:
-        self.index, self.spec, self.source = index, spec, source
-        self.allowed, self.window, self.records = tuple(allowed), window, records
-        self.schedule: list[int] = []
-        self.window_index = -1
-        self.delivered_bytes = 0
-        self.delivered_s = 0.0
-        self.history: list[float] = []
-        self.measured: float | None = None
-        self.queued = 0
-
-    def bits_for_next(self, now: float) -> int:
-        """The bitwidth of the next microbatch; asks the policy at each window's start."""
-        if not self.schedule:
-            self._decide(now)
-        return self.schedule.pop(0)
-
-    def delivered(self, nbytes: int, send_s: float) -> None:
-        self.delivered_bytes += nbytes
-        self.delivered_s += send_s
-
-    def _decide(self, now: float) -> None:
-        if self.delivered_s > 0:
-            if self.measured is not None:
-                self.history.append(self.measured)
-            self.measured = self.delivered_bytes * 8 / self.delivered_s / 1e6
-        last = self.records.windows[-1] if self.window_index >= 0 else None
-        obs = Observation(
-            now_s=now,
-            window_index=self.window_index + 1,
-            window_len=self.window,
-            items_per_microbatch=self.source.items_per_microbatch,
-            bytes_sent=self.delivered_bytes,
-            send_s=self.delivered_s,
-            measured_mbps=self.measured,
-            history_mbps=tuple(self.history[-16:]),
-            target_rate_items_per_s=self.source.target_rate_items_per_s,
-            tensor_shape=self.spec.tensor_shape,
-            allowed_bits=self.allowed,
-            bits_last_window=tuple(last.bits) if last else (),
-            packet_bytes=self.spec.packet_bytes,
-            accuracy_by_bits=self.spec.accuracy_by_bits,
-            queued_microbatches=self.queued,
-        )
-        self.schedule = check_decision(self.spec.policy.decide(obs), obs)
-        if last is not None:
-            last.t_end_s = now
-        self.window_index += 1
-        self.records.windows.append(
-            WindowRecord(self.index, self.window_index, now, None, list(self.schedule),
-                         self.measured)
-        )
-        self.delivered_bytes, self.delivered_s = 0, 0.0
+from quantpipe_core.plan import LinkSpec, SourceSpec, StageSpec
+from quantpipe_core.results import Records
+from quantpipe_core.sender import LinkSender
 
 
 class Pipeline:
@@ -135,6 +37,10 @@ class Pipeline:
     ) -> None:
         if len(links) != len(stages) - 1:
             raise ValueError(f"{len(stages)} stages need {len(stages) - 1} links, got {len(links)}")
+        if missing := [k for k, link in enumerate(links) if link.trace is None]:
+            raise ValueError(
+                f"the simulator needs a capacity trace on every link; link {missing[0]} has none"
+            )
         self.env = simpy.Environment()
         self.stages, self.links, self.source = list(stages), list(links), source
         self.records = Records()

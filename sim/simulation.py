@@ -1,5 +1,5 @@
-"""From a configuration to a finished simulation: resolve the model, profiles, cuts, traces and
-policies into the pipeline's specs, run it, and summarize.
+"""Simulate a configuration: resolve it (`quantpipe_core.plan`), run the SimPy pipeline, and
+summarize.
 
     from quantpipe_core.config import load_config
     from sim import simulate
@@ -9,35 +9,25 @@ policies into the pipeline's specs, run it, and summarize.
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.metadata
-import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
 
-import networkx as nx
-
 from quantpipe_core.config import Config
-from quantpipe_core.models import StagedModel, load_model
-from quantpipe_core.models.carry import carry_wire_size, link_bytes
-from quantpipe_core.partition import partition
-from quantpipe_core.policy import FLOAT_BITS, make_policy
-from quantpipe_core.profiles import (
-    AccuracyProfile,
-    ComputeProfile,
-    shipped_accuracy_profile,
-    shipped_compute_profile,
+from quantpipe_core.plan import (
+    accuracy_function,
+    build_specs,
+    link_policy,
+    notes,
+    resolve,
+    run_record,
 )
+from quantpipe_core.policy import Policy
 from quantpipe_core.results import Records, RunInfo, summary, write_results
-from quantpipe_core.trace import Trace, load_trace
+from quantpipe_core.trace import Trace
 from sim.oracle import OraclePolicy
-from sim.pipeline import LinkSpec, Pipeline, SourceSpec, StageSpec
-
-TARGET_SHARE_OF_COMPUTE_BOUND = 0.9  # a target at 100 % is unreachable under any jitter
+from sim.pipeline import Pipeline
 
 
 @dataclass
@@ -54,18 +44,6 @@ class SimResult:
         return write_results(Path(out), self.records, self.info, self.summary)
 
 
-@dataclass
-class Plan:
-    """What a configuration resolves to before the run."""
-
-    model: StagedModel
-    profiles: list[ComputeProfile]
-    traces: list[Trace]
-    trace_paths: list[Path]
-    cuts: list[str]
-    accuracy: AccuracyProfile | None
-
-
 def simulate(
     config: Config,
     trace: str | Path | None = None,
@@ -74,7 +52,7 @@ def simulate(
 ) -> SimResult:
     """Simulate `config`; `trace` goes on every link whose config names no trace of its own."""
     plan = resolve(config, trace)
-    stages, links, source = build_specs(config, plan)
+    stages, links, source = build_specs(config, plan, sim_link_policy)
     duration = config.run.duration_s or max((t.duration_s for t in plan.traces), default=0.0)
     if not duration:
         raise ValueError("run.duration_s is 0 and there is no trace to take a duration from")
@@ -97,205 +75,8 @@ def simulate(
     return SimResult(records, info, plan.cuts, result)
 
 
-def notes(config: Config, plan: Plan) -> list[str]:
-    """What a reader of the summary must know about how it was computed."""
-    said = []
-    if plan.accuracy is None:
-        said.append(f"{plan.model.name} has no accuracy profile: expected_accuracy is null")
-        if config.policy.name == "mpc":
-            said.append("mpc has no accuracy to maximize: it maximizes bitwidth within the rate")
-    return said
-
-
-def resolve(config: Config, trace: str | Path | None) -> Plan:
-    """Load the model, profiles and traces; choose the cuts."""
-    model = structure(config.model.name)
-    profiles = [device_profile(model, config, d.profile, d.speed) for d in config.devices]
-    traces, paths = [], []
-    for k, link in enumerate(config.links):
-        path = link.trace or trace
-        if not path:
-            raise ValueError(
-                f"links[{k}] has no trace: give one on the command line or in the config"
-            )
-        traces.append(load_trace(
-            path, format=None if link.format == "auto" else link.format, scale=link.scale,
-            bin_s=link.bin_s or None, end=link.end, floor_mbps=link.floor_mbps,
-        ))
-        paths.append(Path(path))
-    cuts = choose_cuts(model, config, profiles, traces)
-    accuracy = shipped_accuracy_profile(model.name, config.quant.granularity)
-    return Plan(model, profiles, traces, paths, cuts, accuracy)
-
-
-@functools.lru_cache(maxsize=4)
-def structure(name: str) -> StagedModel:
-    """The model, loaded once per process: the simulator reads its units and carry shapes only,
-    so sweeps over many runs do not rebuild ViT-Base's weights each time."""
-    return load_model(name)
-
-
-def device_profile(model: StagedModel, config: Config, path: str, speed: float) -> ComputeProfile:
-    if path:
-        profile = ComputeProfile.from_file(path)
-    else:
-        shipped = shipped_compute_profile(model.name, config.quant.granularity)
-        if shipped is None:
-            raise ValueError(
-                f"no compute profile is shipped for {model.name!r} with "
-                f"{config.quant.granularity} granularity: measure one with "
-                f"`python -m quantpipe_core.profile --model {config.model.name}` and set "
-                "devices[].profile to the file"
-            )
-        profile = shipped
-    return profile.scaled(speed)
-
-
-def choose_cuts(
-    model: StagedModel, config: Config, profiles: list[ComputeProfile], traces: list[Trace]
-) -> list[str]:
-    """The configured cuts; the compute-balanced block outputs; or the partitioner's choice."""
-    stages = len(config.devices)
-    if stages == 1:
-        return []
-    if config.model.partition == "auto":
-        return auto_cuts(model, config, profiles, traces)
-    if config.model.cuts:
-        for cut in config.model.cuts:
-            model.cut_index(cut)
-        return list(config.model.cuts)
-    return balanced_block_cuts(model, config, profiles[0], stages)
-
-
-def balanced_block_cuts(
-    model: StagedModel, config: Config, profile: ComputeProfile, stages: int
-) -> list[str]:
-    """Block-output cuts that split the first device's compute time most evenly."""
-    mb, threads = config.model.microbatch, config.devices[0].threads
-    times = [profile.unit_s(u, mb, threads) for u in model.unit_names]
-    total = sum(times)
-    outs = [i for i, name in enumerate(model.unit_names) if name.endswith(".out")]
-    if len(outs) < stages - 1:
-        raise ValueError(f"{model.name} has {len(outs)} blocks: too few for {stages} stages")
-    cumulative = list(accumulate(times))
-    cuts: list[int] = []
-    for s in range(1, stages):
-        goal = total * s / stages
-        later = [i for i in outs if not cuts or i > cuts[-1]]
-        candidates = later[: len(later) - (stages - 1 - s)]  # leave a block for every later cut
-        cuts.append(min(candidates, key=lambda i: abs(cumulative[i] - goal)))
-    return [model.unit_names[i] for i in cuts]
-
-
-def auto_cuts(
-    model: StagedModel, config: Config, profiles: list[ComputeProfile], traces: list[Trace]
-) -> list[str]:
-    """The partitioner's cuts for the configured device chain, links at their mean rate."""
-    mb = config.model.microbatch
-    names = [d.name for d in config.devices]
-    unit_s = {
-        d.name: [p.unit_s(u, mb, d.threads) for u in model.unit_names]
-        for d, p in zip(config.devices, profiles, strict=True)
-    }
-    graph = nx.DiGraph()
-    for k, (a, b) in enumerate(pairwise(names)):
-        graph.add_edge(a, b, mbps=traces[k].mean_mbps(0.0, traces[k].duration_s),
-                       latency_s=config.links[k].latency_s)
-    placement = partition(
-        unit_s, link_bytes(model, mb, tokens=config.model.tokens,
-                           granularity=config.quant.granularity),
-        graph, bits=max(config.quant.allowed_bits), unit_names=model.unit_names,
-        source=names[0], sink=names[-1],
-    )
-    return list(placement.cut_ids or ())
-
-
-def build_specs(config: Config, plan: Plan) -> tuple[list[StageSpec], list[LinkSpec], SourceSpec]:
-    model, mb, clip = plan.model, config.model.microbatch, config.quant.clip
-    indices = [model.cut_index(c) for c in plan.cuts]
-    bounds = [0, *(i + 1 for i in indices), len(model.unit_names)]
-    bits = sorted({*config.quant.allowed_bits, FLOAT_BITS})
-    stages = []
-    for k, device in enumerate(config.devices):
-        profile, threads = plan.profiles[k], device.threads
-        units = model.unit_names[bounds[k] : bounds[k + 1]]
-        out_cut = plan.cuts[k] if k < len(plan.cuts) else None
-        in_cut = plan.cuts[k - 1] if k > 0 else None
-        stages.append(StageSpec(
-            compute_s=profile.stage_s(units, mb, threads),
-            encode_s={b: profile.encode_s(out_cut, clip, b, mb, threads)
-                      for b in bits} if out_cut else {},
-            decode_s={b: profile.decode_s(in_cut, clip, b, mb, threads)
-                      for b in bits} if in_cut else {},
-        ))
-    links = []
-    for k, cut in enumerate(plan.cuts):
-        specs = model.carry_specs(cut, mb, config.model.tokens)
-        links.append(LinkSpec(
-            trace=plan.traces[k],
-            packet_bytes={b: carry_wire_size(specs, b, granularity=config.quant.granularity)
-                          for b in bits},
-            policy=link_policy(config, plan.traces[k]),
-            tensor_shape=specs[0].shape,
-            latency_s=config.links[k].latency_s,
-            accuracy_by_bits=(
-                {b: plan.accuracy.value(cut, clip, b) for b in bits}
-                if plan.accuracy is not None else None
-            ),
-        ))
-    source = SourceSpec(
-        target_rate_items_per_s=target_rate(config, stages),
-        items_per_microbatch=mb,
-        mode=config.source.mode,
-        max_in_flight=config.source.max_in_flight,
-    )
-    return stages, links, source
-
-
-def link_policy(config: Config, trace: Trace):
+def sim_link_policy(config: Config, trace: Trace | None) -> Policy:
+    """The configured policy; the oracle, which reads the link's future, only here."""
     if config.policy.name == "oracle":
         return OraclePolicy(trace=trace)
-    return make_policy(config.policy.name, **dict(config.policy.params))
-
-
-def target_rate(config: Config, stages: Sequence[StageSpec]) -> float:
-    """The configured target, or 90 % of the rate the slowest stage's compute allows."""
-    if config.source.target_rate != "auto":
-        return float(config.source.target_rate)
-    top = max(config.quant.allowed_bits)
-    slowest = max(
-        s.compute_s + s.encode_s.get(top, 0.0) + s.decode_s.get(top, 0.0) for s in stages
-    )
-    return TARGET_SHARE_OF_COMPUTE_BOUND * config.model.microbatch / slowest
-
-
-def accuracy_function(plan: Plan, config: Config) -> Callable[[Sequence[int]], float | None] | None:
-    if plan.accuracy is None:
-        return None
-    profile, cuts, clip = plan.accuracy, plan.cuts, config.quant.clip
-
-    def accuracy_of(bits: Sequence[int]) -> float | None:
-        return profile.combined(dict(zip(cuts, bits, strict=True)), clip)
-
-    return accuracy_of
-
-
-def run_record(config: Config, plan: Plan) -> dict[str, Any]:
-    """What makes the run reproducible: config, cuts, versions, traces' sha256, seed."""
-    traces = {
-        f"link{k}": {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
-        for k, path in enumerate(plan.trace_paths)
-    }
-    versions = {"python": platform.python_version()}
-    for package in ("quantpipe", "simpy", "torch", "numpy"):
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    return {
-        "config": config.to_dict(),
-        "cuts": plan.cuts,
-        "versions": versions,
-        "traces": traces,
-        "seed": config.run.seed,
-    }
+    return link_policy(config, trace)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from quantpipe_core.plan import LinkSpec, SourceSpec, StageSpec
 from quantpipe_core.policy import FixedPolicy, QuantPipePolicy
 from quantpipe_core.quant import wire_size
 from quantpipe_core.results import RunInfo, summary, window_rows
 from quantpipe_core.trace import Trace
 from sim.oracle import OraclePolicy
-from sim.pipeline import LinkSpec, Pipeline, SourceSpec, StageSpec
+from sim.pipeline import Pipeline
 
 SHAPE = (8, 197, 768)
 ALLOWED = (2, 3, 4, 6, 8, 16)

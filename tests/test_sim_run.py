@@ -152,7 +152,7 @@ def test_compare_refuses_bad_policies_before_running(tmp_path, step_trace, capsy
 
 
 def test_the_default_split_leaves_a_block_for_every_later_cut(tmp_path, step_trace):
-    from sim.simulation import resolve
+    from quantpipe_core.plan import resolve
 
     def devices(n: int) -> str:
         return '[model]\nname = "digits-vit"\n' + "".join(

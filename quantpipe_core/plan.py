@@ -1,0 +1,312 @@
+"""From a configuration to what a run needs: the model's cuts, each stage's times, each link's
+packet sizes, trace and policy, and the source's rate. The simulator and the real runtime both
+resolve a configuration here, so that a run and its simulation are the same pipeline.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.metadata
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate, pairwise
+from pathlib import Path
+from typing import Any, Protocol
+
+import networkx as nx
+
+from quantpipe_core.config import Config, LinkConfig
+from quantpipe_core.models import StagedModel, load_model
+from quantpipe_core.models.carry import carry_wire_size, link_bytes
+from quantpipe_core.partition import partition
+from quantpipe_core.policy import FLOAT_BITS, Policy, make_policy
+from quantpipe_core.profiles import (
+    AccuracyProfile,
+    ComputeProfile,
+    shipped_accuracy_profile,
+    shipped_compute_profile,
+)
+from quantpipe_core.trace import Trace, load_trace
+
+TARGET_SHARE_OF_COMPUTE_BOUND = 0.9  # a target at 100 % is unreachable under any jitter
+
+class CapacityTrace(Protocol):
+    def finish_time(self, start_s: float, bits: float) -> float: ...
+
+    def mean_mbps(self, t0: float, t1: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One device's work per microbatch: compute, and codec time by bitwidth."""
+
+    compute_s: float
+    encode_s: Mapping[int, float] = field(default_factory=dict)  # for the link it sends on
+    decode_s: Mapping[int, float] = field(default_factory=dict)  # for the link it receives from
+
+
+@dataclass
+class LinkSpec:
+    """One link: its capacity trace (``None`` on a real link), packet sizes, and the sending
+    stage's policy."""
+
+    trace: CapacityTrace | None
+    packet_bytes: Mapping[int, int]
+    policy: Policy
+    tensor_shape: tuple[int, ...]
+    latency_s: float = 0.0
+    accuracy_by_bits: Mapping[int, float | None] | None = None
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Open loop: one microbatch every `items_per_microbatch / target_rate` seconds; closed
+    loop: a new one whenever fewer than `max_in_flight` are in the pipeline."""
+
+    target_rate_items_per_s: float
+    items_per_microbatch: int
+    mode: str = "open"
+    max_in_flight: int = 4
+
+
+@dataclass
+class Plan:
+    """What a configuration resolves to before the run."""
+
+    model: StagedModel
+    profiles: list[ComputeProfile]
+    traces: list[Trace]
+    trace_paths: list[Path]
+    cuts: list[str]
+    accuracy: AccuracyProfile | None
+
+
+def resolve(
+    config: Config, trace: str | Path | None = None, *, traces_needed: bool = True
+) -> Plan:
+    """Load the model, profiles and traces; choose the cuts.
+
+    `trace` goes on every link whose config names none. With ``traces_needed=False`` (a real
+    run: links have no trace) traces are read only where ``partition = "auto"`` plans on them.
+    """
+    model = structure(config.model.name)
+    profiles = [device_profile(model, config, d.profile, d.speed) for d in config.devices]
+    traces, paths = [], []
+    if traces_needed or config.model.partition == "auto":
+        for k, link in enumerate(config.links):
+            path = link.trace or trace
+            if not path:
+                why = "give one on the command line or in the config"
+                if not traces_needed:
+                    why = 'model.partition = "auto" plans on each link\'s mean rate; or give cuts'
+                raise ValueError(f"links[{k}] has no trace: {why}")
+            traces.append(load_link_trace(link, path))
+            paths.append(Path(path))
+    cuts = choose_cuts(model, config, profiles, traces)
+    accuracy = shipped_accuracy_profile(model.name, config.quant.granularity)
+    return Plan(model, profiles, traces, paths, cuts, accuracy)
+
+
+def load_link_trace(link: LinkConfig, path: str | Path) -> Trace:
+    """A link's trace with the link's format, scale, bin, end and floor."""
+    return load_trace(
+        path, format=None if link.format == "auto" else link.format, scale=link.scale,
+        bin_s=link.bin_s or None, end=link.end, floor_mbps=link.floor_mbps,
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def structure(name: str) -> StagedModel:
+    """The model, loaded once per process, so that sweeps over many simulations do not rebuild
+    ViT-Base's weights each time."""
+    return load_model(name)
+
+
+def device_profile(model: StagedModel, config: Config, path: str, speed: float) -> ComputeProfile:
+    if path:
+        profile = ComputeProfile.from_file(path)
+    else:
+        shipped = shipped_compute_profile(model.name, config.quant.granularity)
+        if shipped is None:
+            raise ValueError(
+                f"no compute profile is shipped for {model.name!r} with "
+                f"{config.quant.granularity} granularity: measure one with "
+                f"`python -m quantpipe_core.profile --model {config.model.name}` and set "
+                "devices[].profile to the file"
+            )
+        profile = shipped
+    return profile.scaled(speed)
+
+
+def choose_cuts(
+    model: StagedModel, config: Config, profiles: list[ComputeProfile], traces: list[Trace]
+) -> list[str]:
+    """The configured cuts; the compute-balanced block outputs; or the partitioner's choice."""
+    stages = len(config.devices)
+    if stages == 1:
+        return []
+    if config.model.partition == "auto":
+        return auto_cuts(model, config, profiles, traces)
+    if config.model.cuts:
+        for cut in config.model.cuts:
+            model.cut_index(cut)
+        return list(config.model.cuts)
+    return balanced_block_cuts(model, config, profiles[0], stages)
+
+
+def balanced_block_cuts(
+    model: StagedModel, config: Config, profile: ComputeProfile, stages: int
+) -> list[str]:
+    """Block-output cuts that split the first device's compute time most evenly."""
+    mb, threads = config.model.microbatch, config.devices[0].threads
+    times = [profile.unit_s(u, mb, threads) for u in model.unit_names]
+    total = sum(times)
+    outs = [i for i, name in enumerate(model.unit_names) if name.endswith(".out")]
+    if len(outs) < stages - 1:
+        raise ValueError(f"{model.name} has {len(outs)} blocks: too few for {stages} stages")
+    cumulative = list(accumulate(times))
+    cuts: list[int] = []
+    for s in range(1, stages):
+        goal = total * s / stages
+        later = [i for i in outs if not cuts or i > cuts[-1]]
+        candidates = later[: len(later) - (stages - 1 - s)]  # leave a block for every later cut
+        cuts.append(min(candidates, key=lambda i: abs(cumulative[i] - goal)))
+    return [model.unit_names[i] for i in cuts]
+
+
+def auto_cuts(
+    model: StagedModel, config: Config, profiles: list[ComputeProfile], traces: list[Trace]
+) -> list[str]:
+    """The partitioner's cuts for the configured device chain, links at their mean rate."""
+    mb = config.model.microbatch
+    names = [d.name for d in config.devices]
+    unit_s = {
+        d.name: [p.unit_s(u, mb, d.threads) for u in model.unit_names]
+        for d, p in zip(config.devices, profiles, strict=True)
+    }
+    graph = nx.DiGraph()
+    for k, (a, b) in enumerate(pairwise(names)):
+        graph.add_edge(a, b, mbps=traces[k].mean_mbps(0.0, traces[k].duration_s),
+                       latency_s=config.links[k].latency_s)
+    placement = partition(
+        unit_s, link_bytes(model, mb, tokens=config.model.tokens,
+                           granularity=config.quant.granularity),
+        graph, bits=max(config.quant.allowed_bits), unit_names=model.unit_names,
+        source=names[0], sink=names[-1],
+    )
+    return list(placement.cut_ids or ())
+
+
+def build_specs(
+    config: Config,
+    plan: Plan,
+    make_policy_for: Callable[[Config, Trace | None], Policy] | None = None,
+) -> tuple[list[StageSpec], list[LinkSpec], SourceSpec]:
+    """Each stage's times, each link's packets and policy, and the source, for `plan`.
+
+    `make_policy_for(config, trace)` builds a link's policy (default `link_policy`; the
+    simulator passes one that also knows the oracle).
+    """
+    make_policy_for = make_policy_for or link_policy
+    model, mb, clip = plan.model, config.model.microbatch, config.quant.clip
+    indices = [model.cut_index(c) for c in plan.cuts]
+    bounds = [0, *(i + 1 for i in indices), len(model.unit_names)]
+    bits = sorted({*config.quant.allowed_bits, FLOAT_BITS})
+    stages = []
+    for k, device in enumerate(config.devices):
+        profile, threads = plan.profiles[k], device.threads
+        units = model.unit_names[bounds[k] : bounds[k + 1]]
+        out_cut = plan.cuts[k] if k < len(plan.cuts) else None
+        in_cut = plan.cuts[k - 1] if k > 0 else None
+        stages.append(StageSpec(
+            compute_s=profile.stage_s(units, mb, threads),
+            encode_s={b: profile.encode_s(out_cut, clip, b, mb, threads)
+                      for b in bits} if out_cut else {},
+            decode_s={b: profile.decode_s(in_cut, clip, b, mb, threads)
+                      for b in bits} if in_cut else {},
+        ))
+    links = []
+    for k, cut in enumerate(plan.cuts):
+        specs = model.carry_specs(cut, mb, config.model.tokens)
+        links.append(LinkSpec(
+            trace=plan.traces[k] if plan.traces else None,
+            packet_bytes={b: carry_wire_size(specs, b, granularity=config.quant.granularity)
+                          for b in bits},
+            policy=make_policy_for(config, plan.traces[k] if plan.traces else None),
+            tensor_shape=specs[0].shape,
+            latency_s=config.links[k].latency_s,
+            accuracy_by_bits=(
+                {b: plan.accuracy.value(cut, clip, b) for b in bits}
+                if plan.accuracy is not None else None
+            ),
+        ))
+    source = SourceSpec(
+        target_rate_items_per_s=target_rate(config, stages),
+        items_per_microbatch=mb,
+        mode=config.source.mode,
+        max_in_flight=config.source.max_in_flight,
+    )
+    return stages, links, source
+
+
+def link_policy(config: Config, trace: Trace | None) -> Policy:
+    """The configured policy for one link (a fresh instance per link). The oracle, which needs
+    the link's future, exists only in the simulator."""
+    if config.policy.name == "oracle":
+        raise ValueError("policy 'oracle' knows the future trace: it runs in the simulator only")
+    return make_policy(config.policy.name, **dict(config.policy.params))
+
+
+def target_rate(config: Config, stages: Sequence[StageSpec]) -> float:
+    """The configured target, or 90 % of the rate the slowest stage's compute allows."""
+    if config.source.target_rate != "auto":
+        return float(config.source.target_rate)
+    top = max(config.quant.allowed_bits)
+    slowest = max(
+        s.compute_s + s.encode_s.get(top, 0.0) + s.decode_s.get(top, 0.0) for s in stages
+    )
+    return TARGET_SHARE_OF_COMPUTE_BOUND * config.model.microbatch / slowest
+
+
+def accuracy_function(plan: Plan, config: Config) -> Callable[[Sequence[int]], float | None] | None:
+    if plan.accuracy is None:
+        return None
+    profile, cuts, clip = plan.accuracy, plan.cuts, config.quant.clip
+
+    def accuracy_of(bits: Sequence[int]) -> float | None:
+        return profile.combined(dict(zip(cuts, bits, strict=True)), clip)
+
+    return accuracy_of
+
+
+def run_record(config: Config, plan: Plan) -> dict[str, Any]:
+    """What makes the run reproducible: config, cuts, versions, traces' sha256, seed."""
+    traces = {
+        f"link{k}": {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        for k, path in enumerate(plan.trace_paths)
+    }
+    versions = {"python": platform.python_version()}
+    for package in ("quantpipe", "simpy", "torch", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "config": config.to_dict(),
+        "cuts": plan.cuts,
+        "versions": versions,
+        "traces": traces,
+        "seed": config.run.seed,
+    }
+
+
+def notes(config: Config, plan: Plan) -> list[str]:
+    """What a reader of the summary must know about how it was computed."""
+    said = []
+    if plan.accuracy is None:
+        said.append(f"{plan.model.name} has no accuracy profile: expected_accuracy is null")
+        if config.policy.name == "mpc":
+            said.append("mpc has no accuracy to maximize: it maximizes bitwidth within the rate")
+    return said

@@ -1,0 +1,72 @@
+"""The sending side of a link: when to ask the policy, and what the stage tells it.
+
+The simulator and the real runtime both use this, so a policy sees the same `Observation` built
+the same way in both: only transfers already delivered count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from quantpipe_core.plan import LinkSpec, SourceSpec
+from quantpipe_core.policy import Observation, check_decision
+from quantpipe_core.results import Records, WindowRecord
+
+
+class LinkSender:
+    """The sending side of a link: the policy's schedule and what the stage measured."""
+
+    def __init__(self, index: int, spec: LinkSpec, source: SourceSpec, allowed: Sequence[int],
+                 window: int, records: Records) -> None:
+        self.index, self.spec, self.source = index, spec, source
+        self.allowed, self.window, self.records = tuple(allowed), window, records
+        self.schedule: list[int] = []
+        self.window_index = -1
+        self.delivered_bytes = 0
+        self.delivered_s = 0.0
+        self.history: list[float] = []
+        self.measured: float | None = None
+        self.queued = 0
+
+    def bits_for_next(self, now: float) -> int:
+        """The bitwidth of the next microbatch; asks the policy at each window's start."""
+        if not self.schedule:
+            self._decide(now)
+        return self.schedule.pop(0)
+
+    def delivered(self, nbytes: int, send_s: float) -> None:
+        self.delivered_bytes += nbytes
+        self.delivered_s += send_s
+
+    def _decide(self, now: float) -> None:
+        if self.delivered_s > 0:
+            if self.measured is not None:
+                self.history.append(self.measured)
+            self.measured = self.delivered_bytes * 8 / self.delivered_s / 1e6
+        last = self.records.windows[-1] if self.window_index >= 0 else None
+        obs = Observation(
+            now_s=now,
+            window_index=self.window_index + 1,
+            window_len=self.window,
+            items_per_microbatch=self.source.items_per_microbatch,
+            bytes_sent=self.delivered_bytes,
+            send_s=self.delivered_s,
+            measured_mbps=self.measured,
+            history_mbps=tuple(self.history[-16:]),
+            target_rate_items_per_s=self.source.target_rate_items_per_s,
+            tensor_shape=self.spec.tensor_shape,
+            allowed_bits=self.allowed,
+            bits_last_window=tuple(last.bits) if last else (),
+            packet_bytes=self.spec.packet_bytes,
+            accuracy_by_bits=self.spec.accuracy_by_bits,
+            queued_microbatches=self.queued,
+        )
+        self.schedule = check_decision(self.spec.policy.decide(obs), obs)
+        if last is not None:
+            last.t_end_s = now
+        self.window_index += 1
+        self.records.windows.append(
+            WindowRecord(self.index, self.window_index, now, None, list(self.schedule),
+                         self.measured)
+        )
+        self.delivered_bytes, self.delivered_s = 0, 0.0
