@@ -1,0 +1,65 @@
+"""``python -m quantpipe_core.runtime --config cfg.toml --rank R``: run one pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from quantpipe_core.config import ConfigError, load_config
+from quantpipe_core.runtime.stage import RankOptions, run_rank
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m quantpipe_core.runtime",
+        description="Run one stage of a QuantPipe pipeline (one process per device).",
+    )
+    p.add_argument("--config", required=True, help="the run's TOML configuration")
+    p.add_argument("--rank", type=int, required=True,
+                   help="this device's index in the config's [[devices]] (0 = source)")
+    add_run_options(p)
+    p.add_argument("--master-addr", default="127.0.0.1",
+                   help="address of rank 0, which every rank must reach (default 127.0.0.1)")
+    p.add_argument("--master-port", type=int, default=29500, help="rank 0's port (default 29500)")
+    p.add_argument("--fault", default="", help=argparse.SUPPRESS)  # testing aid
+    return p
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for the results (rank 0 writes the four files, every rank its "
+                   "rankR.json)")
+    p.add_argument("--timeout-s", type=float, default=30.0,
+                   help="longest wait for any receive before the run ends with an error "
+                   "(default 30)")
+    p.add_argument("--duration", type=float, default=None,
+                   help="seconds of input (default run.duration_s; 0 there = one pass of the "
+                   "data set)")
+    p.add_argument("--microbatches", type=int, default=None,
+                   help="at most this many microbatches (loops over the data set if needed)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+        options = RankOptions(
+            rank=args.rank, master_addr=args.master_addr, master_port=args.master_port,
+            out=args.out, timeout_s=args.timeout_s, duration_s=args.duration,
+            microbatches=args.microbatches, fault=args.fault,
+        )
+        code = run_rank(config, options)
+    except (ConfigError, ValueError) as error:
+        print(f"quantpipe runtime: rank {args.rank}: {error}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # link threads blocked in gloo after a fault must not keep the process alive
+
+
+if __name__ == "__main__":
+    main()

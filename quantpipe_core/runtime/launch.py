@@ -1,0 +1,144 @@
+"""``python -m quantpipe_core.runtime.launch --config cfg.toml [--out DIR]``: every rank of the
+config as a local process on loopback, then the results of all of them in DIR.
+
+Each rank runs in a process group of its own; Ctrl-C (or SIGTERM) here stops every one of them,
+and a rank that ends on a fault gives the others ``--timeout-s`` plus a margin to notice before
+they are killed. After a fault the ranks' own reports (``rankR.json``) are merged into the four
+files, so what was measured before it is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from quantpipe_core.config import ConfigError, load_config
+from quantpipe_core.runtime.__main__ import add_run_options
+from quantpipe_core.runtime.plan import resolve_runtime
+from quantpipe_core.runtime.report import read_rank_reports, write_merged
+
+GRACE_S = 10.0  # after a rank's fault, beyond the receive timeout, before the others are killed
+KILL_WAIT_S = 3.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_command(args: argparse.Namespace, rank: int, port: int, out: Path) -> list[str]:
+    command = [
+        sys.executable, "-m", "quantpipe_core.runtime", "--config", str(args.config),
+        "--rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
+        "--out", str(out), "--timeout-s", str(args.timeout_s),
+    ]
+    if args.duration is not None:
+        command += ["--duration", str(args.duration)]
+    if args.microbatches is not None:
+        command += ["--microbatches", str(args.microbatches)]
+    for fault in args.fault:
+        where, _, what = fault.partition(":")
+        if where == str(rank):
+            command += ["--fault", what]
+    return command
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to every rank's process group, then SIGKILL to whatever is left."""
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_WAIT_S
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    world = len(config.devices)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("rank*.json"):
+        stale.unlink()
+    port = free_port()
+    processes: list[subprocess.Popen] = []
+
+    def interrupted(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        for rank in range(world):
+            processes.append(subprocess.Popen(
+                rank_command(args, rank, port, out), start_new_session=True,
+            ))
+        deadline = None
+        while any(p.poll() is None for p in processes):
+            if deadline is None and any(p.poll() not in (None, 0) for p in processes):
+                deadline = time.monotonic() + args.timeout_s + GRACE_S
+            if deadline is not None and time.monotonic() > deadline:
+                print("quantpipe launch: ranks still running after a fault: killing them",
+                      file=sys.stderr)
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        print("quantpipe launch: interrupted: stopping every rank", file=sys.stderr)
+        stop(processes)
+        return 130
+    finally:
+        stop(processes)
+        signal.signal(signal.SIGTERM, previous)
+    codes = [p.returncode for p in processes]
+    failed = [(rank, code) for rank, code in enumerate(codes) if code != 0]
+    for rank, code in failed:
+        print(f"quantpipe launch: rank {rank} ({config.devices[rank].name}) exited with {code}",
+              file=sys.stderr)
+    if failed:
+        reports = read_rank_reports(out, world)
+        duration = args.duration if args.duration is not None else config.run.duration_s
+        write_merged(out, resolve_runtime(config), reports, duration or None)
+        return 1
+    summary = json.loads((out / "summary.json").read_text())
+    print(
+        f"{summary['items_completed']} items, {summary['throughput_items_per_s']:.1f} items/s "
+        f"(target {summary['target_rate_items_per_s']:.1f}), mean bits {summary['mean_bits']}, "
+        f"measured accuracy {summary['measured_accuracy']}; results in {out}"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m quantpipe_core.runtime.launch",
+        description="Run every stage of a QuantPipe pipeline as local processes (loopback).",
+    )
+    p.add_argument("--config", required=True, type=Path, help="the run's TOML configuration")
+    add_run_options(p)
+    p.add_argument("--fault", action="append", default=[], help=argparse.SUPPRESS)  # RANK:KIND:N
+    args = p.parse_args(argv)
+    if args.out is None:
+        args.out = Path("runtime-out")
+    try:
+        return run(args)
+    except (ConfigError, ValueError) as error:
+        print(f"quantpipe launch: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The real runtime on loopback: separate processes per stage over gloo, compared with the model
+run in one process, the accuracy profile, the simulator's file layout, and faults."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from quantpipe_core.models import load_model
+from quantpipe_core.profiles import shipped_accuracy_profile
+from quantpipe_core.results import Records, RunInfo, summary, timeline_rows
+from quantpipe_core.tasks import task_for
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_TIMEOUT_S = 60  # hard bound on one launch; a healthy run takes about 5 s
+WINDOW_COLUMNS = ["link", "window_index", "t_start_s", "t_end_s", "bits", "measured_mbps",
+                  "trace_mbps", "delivered_items_per_s"]
+
+
+def config(tmp_path: Path, stages: int, policy: str, mode: str = "open") -> Path:
+    devices = "".join(f'[[devices]]\nname = "dev{k}"\n' for k in range(stages))
+    path = tmp_path / "cfg.toml"
+    path.write_text(
+        f'[model]\nname = "digits-vit"\nmicrobatch = 8\n[policy]\nname = "{policy}"\n'
+        f'window = 4\n[source]\nmode = "{mode}"\n{devices}'
+    )
+    return path
+
+
+def launch(cfg: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "quantpipe_core.runtime.launch", "--config", str(cfg),
+         "--out", str(out), "--timeout-s", "5", *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+    )
+
+
+def header(path: Path) -> list[str]:
+    with path.open() as f:
+        return next(csv.reader(f))
+
+
+@pytest.fixture(scope="module")
+def reference() -> list[list[int]]:
+    """Predictions of the unpartitioned model, run in this process, per microbatch."""
+    model = load_model("digits-vit")
+    task = task_for(model, 8)
+    with torch.no_grad():
+        return [model(mb).argmax(1).tolist() for mb in task.microbatches]
+
+
+@pytest.mark.parametrize("stages", [2, 3])
+def test_float32_links_give_the_unpartitioned_predictions(tmp_path, reference, stages):
+    out = tmp_path / "out"
+    done = launch(config(tmp_path, stages, "fixed:32", mode="closed"), out)
+    assert done.returncode == 0, done.stderr
+    sink = json.loads((out / f"rank{stages - 1}.json").read_text())["sink"]
+    predictions = [sink["predictions"][str(k)] for k in range(len(reference))]
+    assert predictions == reference
+    result = json.loads((out / "summary.json").read_text())
+    assert result["items_completed"] == 8 * len(reference)
+    assert result["mean_bits"] == 32.0
+    assert result["run"]["ranks_reported"] == list(range(stages))
+    assert len(result["run"]["cuts"]) == stages - 1
+    # the simulator's files, columns and keys
+    expected_timeline = list(timeline_rows(Records(t_source={0: 0.0}), stages)[0])
+    assert header(out / "timeline.csv") == expected_timeline
+    assert header(out / "windows.csv") == WINDOW_COLUMNS
+    assert (out / "plot.png").stat().st_size > 0
+    keys = set(summary(Records(), RunInfo(stages, 8, 1.0, 1.0))) | {"notes"}
+    assert set(result) == keys
+    rows = list(csv.DictReader((out / "windows.csv").open()))
+    assert {int(r["link"]) for r in rows} == set(range(stages - 1))
+    assert all(float(r["measured_mbps"]) > 0 for r in rows if int(r["window_index"]) > 0)
+
+
+def test_eight_bit_link_matches_the_accuracy_profile(tmp_path):
+    out = tmp_path / "out"
+    done = launch(config(tmp_path, 2, "fixed:8"), out)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "summary.json").read_text())
+    (cut,) = result["run"]["cuts"]
+    profile = shipped_accuracy_profile("digits-vit", "tensor")
+    expected = profile.value(cut, "ds-aciq", 8)
+    assert result["mean_bits"] == 8.0
+    assert abs(result["measured_accuracy"] - expected) <= 0.02
+    assert result["links"][0]["bytes"] < 3_200_000 / 3  # 8-bit frames, not float32
+
+
+def test_a_text_model_and_a_users_policy_run_on_real_links(tmp_path):
+    (tmp_path / "always16.py").write_text(
+        "class Always16:\n"
+        "    def decide(self, obs):\n"
+        "        return [16] * obs.window_len\n"
+    )
+    cfg = tmp_path / "text.toml"
+    cfg.write_text(
+        '[model]\nname = "minilm"\nmicrobatch = 8\n[policy]\nname = "always16:Always16"\n'
+        'window = 4\n[source]\nmode = "closed"\n[[devices]]\nname = "a"\n'
+        '[[devices]]\nname = "b"\n'
+    )
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "quantpipe_core.runtime.launch", "--config", str(cfg),
+         "--out", str(out), "--timeout-s", "10", "--microbatches", "24"],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "summary.json").read_text())
+    assert result["mean_bits"] == 16.0 and result["items_completed"] == 8 * 24
+    assert result["measured_accuracy"] >= 0.99  # 16-bit links: the embeddings barely move
+
+
+def test_corrupt_frame_ends_the_run_naming_the_stage(tmp_path):
+    out = tmp_path / "out"
+    done = launch(config(tmp_path, 2, "fixed:8"), out, "--fault", "0:corrupt:5")
+    assert done.returncode != 0
+    assert "stage 1 (dev1): corrupt frame for microbatch 5" in done.stderr
+    assert "Traceback" not in done.stderr
+    result = json.loads((out / "summary.json").read_text())
+    assert 5 * 8 <= result["items_completed"] < 90 * 8  # what came before the fault is kept
+    assert any("corrupt" in note for note in result["notes"])
+
+
+def test_dead_neighbour_ends_the_run_naming_the_stage(tmp_path):
+    out = tmp_path / "out"
+    start = time.monotonic()
+    done = launch(config(tmp_path, 3, "fixed:8"), out, "--fault", "1:die:5")
+    assert done.returncode != 0
+    assert time.monotonic() - start < 30
+    assert "stage 1 (dev1) on link" in done.stderr  # its neighbours name it
+    assert "rank 1 (dev1) exited with 3" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert json.loads((out / "rank0.json").read_text())["error"].startswith("stage 0 (dev0)")
+    assert (out / "summary.json").exists()
+    assert (out / "timeline.csv").exists()
+
+
+def test_interrupting_launch_stops_every_rank(tmp_path):
+    out = tmp_path / "out"
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "quantpipe_core.runtime.launch", "--config",
+         str(config(tmp_path, 2, "fixed:8")), "--out", str(out), "--duration", "60"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not ranks_running(out) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ranks_running(out), "the ranks never started"
+        time.sleep(2)
+        launcher.send_signal(signal.SIGINT)
+        _, stderr = launcher.communicate(timeout=20)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    assert launcher.returncode == 130
+    assert "interrupted" in stderr
+    assert not ranks_running(out)
+
+
+def ranks_running(out: Path) -> list[int]:
+    """Pids of live rank processes writing into `out` (found through /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().split(") ")[-1].split()[0]
+        except OSError:
+            continue
+        if b"--rank" in cmdline and str(out).encode() in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return [p for p in pids if p != os.getpid()]
+
+
+def test_rate_limited_link_lowers_the_bits(tmp_path):
+    """A 5 Mbit/s tbf on a veth pair between two network namespaces: the quantpipe policy,
+    from its own ack-timed measurements, drops from float32 and the target rate is met."""
+    from tests.conftest import require_root
+
+    require_root("a tbf-shaped veth between network namespaces")
+    tag = f"qp{os.getpid() % 10000}"
+    ns = [f"{tag}a", f"{tag}b"]
+    dev = [f"{tag}va", f"{tag}vb"]
+    setup = [
+        ["ip", "netns", "add", ns[0]], ["ip", "netns", "add", ns[1]],
+        ["ip", "link", "add", dev[0], "type", "veth", "peer", "name", dev[1]],
+        *[["ip", "link", "set", dev[k], "netns", ns[k]] for k in range(2)],
+        *[["ip", "-n", ns[k], "addr", "add", f"10.77.0.{k + 1}/24", "dev", dev[k]]
+          for k in range(2)],
+        *[["ip", "-n", ns[k], "link", "set", dev[k], "up"] for k in range(2)],
+        *[["ip", "-n", ns[k], "link", "set", "lo", "up"] for k in range(2)],
+        ["tc", "-n", ns[0], "qdisc", "add", "dev", dev[0], "root", "tbf", "rate", "5mbit",
+         "burst", "32kbit", "latency", "50ms"],
+    ]
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(
+        '[model]\nname = "digits-vit"\nmicrobatch = 8\n[quant]\nallowed_bits = [4, 8, 16, 32]\n'
+        '[policy]\nname = "quantpipe"\nwindow = 8\n[source]\nmode = "open"\ntarget_rate = 400\n'
+        '[run]\nmetrics_interval_s = 1.0\n[[devices]]\nname = "a"\n[[devices]]\nname = "b"\n'
+    )
+    out = tmp_path / "out"
+    ranks = []
+    try:
+        for command in setup:
+            subprocess.run(command, check=True, timeout=10)
+        for k in range(2):
+            ranks.append(subprocess.Popen(
+                ["ip", "netns", "exec", ns[k], sys.executable, "-m", "quantpipe_core.runtime",
+                 "--config", str(cfg), "--rank", str(k), "--master-addr", "10.77.0.1",
+                 "--master-port", "29611", "--out", str(out if k == 0 else tmp_path / "o1"),
+                 "--duration", "5", "--timeout-s", "10"],
+                cwd=ROOT, env={**os.environ, "GLOO_SOCKET_IFNAME": dev[k]},
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            ))
+        codes = [rank.wait(timeout=RUN_TIMEOUT_S) for rank in ranks]
+    finally:
+        for rank in ranks:
+            if rank.poll() is None:
+                rank.kill()
+                rank.wait()
+        for name in ns:
+            subprocess.run(["ip", "netns", "del", name], timeout=10, check=False)
+    assert codes == [0, 0]
+    rows = list(csv.DictReader((out / "windows.csv").open()))
+    assert float(rows[0]["bits"]) == 32.0  # before any measurement
+    later = rows[len(rows) // 2 :]
+    assert all(float(r["measured_mbps"]) < 10 for r in later)  # it sees the 5 Mbit/s limit
+    assert sum(float(r["bits"]) for r in later) / len(later) <= 16
+    result = json.loads((out / "summary.json").read_text())
+    assert result["mean_bits"] < 16
+    assert result["throughput_items_per_s"] >= 0.9 * 400
