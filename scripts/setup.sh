@@ -12,6 +12,11 @@ if [ ! -x "$PY" ] || ! "$PY" -c 'import ensurepip, venv' 2>/dev/null; then
     echo "setup: installing Debian's python3 and python3-venv" >&2
     apt-get update -qq && apt-get install -y -qq python3 python3-venv >/dev/null
 fi
+# iproute2 (ip, tc): the runtime's rate-limited-link test builds network namespaces (as root)
+if [ "$(id -u)" = 0 ] && ! { command -v ip && command -v tc; } >/dev/null 2>&1; then
+    echo "setup: installing Debian's iproute2 (ip, tc)" >&2
+    apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv --system-site-packages .venv
 fi
