@@ -31,7 +31,7 @@ from quantpipe_core.cli import bits_list, method_list, name_list
 from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import through_link
 from quantpipe_core.profiles.accuracy import SCHEMA
-from quantpipe_core.profiles.naming import profile_stem
+from quantpipe_core.profiles.files import profile_stem
 from quantpipe_core.quant import GRANULARITIES, METHODS
 from quantpipe_core.tasks import Task, sample_count, task_for
 

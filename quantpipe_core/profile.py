@@ -29,7 +29,7 @@ from quantpipe_core.datasets import digits, stdlib_sentences
 from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_model, model_dir
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.profiles.compute import SCHEMA
-from quantpipe_core.profiles.naming import profile_stem
+from quantpipe_core.profiles.files import profile_stem
 from quantpipe_core.quant import GRANULARITIES, METHODS
 from quantpipe_core.timing import median_s
 

@@ -53,15 +53,7 @@ class MeanPoolingHead(nn.Module):
 
 def build_bert(name: str, config: dict[str, Any], *, normalize: bool) -> StagedModel:
     """A sentence encoder from a Hugging Face BERT config (``model_type`` "bert")."""
-    encoder = EncoderConfig(
-        hidden_size=config["hidden_size"],
-        num_hidden_layers=config["num_hidden_layers"],
-        num_attention_heads=config["num_attention_heads"],
-        intermediate_size=config["intermediate_size"],
-        hidden_act=config.get("hidden_act", "gelu"),
-        layer_norm_eps=config.get("layer_norm_eps", 1e-12),
-        pre_norm=False,
-    )
+    encoder = EncoderConfig.from_hf(config, pre_norm=False)
     return StagedModel(
         name, "embedding", encoder, TextEmbeddings(config), MeanPoolingHead(normalize), None
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +42,19 @@ class EncoderConfig:
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-12
     pre_norm: bool = True
+
+    @classmethod
+    def from_hf(cls, config: dict[str, Any], *, pre_norm: bool) -> EncoderConfig:
+        """The encoder part of a Hugging Face config.json (ViT, DeiT and BERT share the keys)."""
+        return cls(
+            hidden_size=config["hidden_size"],
+            num_hidden_layers=config["num_hidden_layers"],
+            num_attention_heads=config["num_attention_heads"],
+            intermediate_size=config["intermediate_size"],
+            hidden_act=config.get("hidden_act", "gelu"),
+            layer_norm_eps=config.get("layer_norm_eps", 1e-12),
+            pre_norm=pre_norm,
+        )
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_attention_heads:

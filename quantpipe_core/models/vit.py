@@ -82,15 +82,7 @@ def build_vit(name: str, config: dict[str, Any], *, with_teacher: bool = False) 
     distilled = config.get("model_type") == "deit"
     if with_teacher and not distilled:
         raise ValueError("only DeiT has a distillation token to feed a teacher classifier")
-    encoder = EncoderConfig(
-        hidden_size=config["hidden_size"],
-        num_hidden_layers=config["num_hidden_layers"],
-        num_attention_heads=config["num_attention_heads"],
-        intermediate_size=config["intermediate_size"],
-        hidden_act=config.get("hidden_act", "gelu"),
-        layer_norm_eps=config.get("layer_norm_eps", 1e-12),
-        pre_norm=True,
-    )
+    encoder = EncoderConfig.from_hf(config, pre_norm=True)
     tokens = (config["image_size"] // config["patch_size"]) ** 2 + 1 + int(distilled)
     return StagedModel(
         name,

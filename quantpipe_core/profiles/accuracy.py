@@ -31,7 +31,6 @@ BITS keys are strings ("2", "3", ...) because JSON keys are. Rules (tested):
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
@@ -40,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from quantpipe_core.profiles.naming import profile_stem
+from quantpipe_core.profiles.files import profile_stem, read_profile
 
 SCHEMA = "quantpipe.accuracy/1"
 FLOAT_BITS = 32
@@ -54,14 +53,7 @@ class AccuracyProfile:
 
     @classmethod
     def from_file(cls, path: str | Path) -> AccuracyProfile:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path}: cannot read accuracy profile: {error}") from None
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not an accuracy profile (schema {data.get('schema')!r})")
-        return cls(data)
+        return cls(read_profile(path, SCHEMA, "accuracy"))
 
     @property
     def model(self) -> str:

@@ -28,7 +28,6 @@ thread count must be one that was measured;
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -37,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from quantpipe_core.profiles.naming import profile_stem
+from quantpipe_core.profiles.files import profile_stem, read_profile
 
 SCHEMA = "quantpipe.compute/1"
 
@@ -56,14 +55,7 @@ class ComputeProfile:
 
     @classmethod
     def from_file(cls, path: str | Path, speed: float = 1.0) -> ComputeProfile:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path}: cannot read compute profile: {error}") from None
-        if data.get("schema") != SCHEMA:
-            raise ValueError(f"{path}: not a compute profile (schema {data.get('schema')!r})")
-        return cls(data, speed)
+        return cls(read_profile(path, SCHEMA, "compute"), speed)
 
     def scaled(self, speed: float) -> ComputeProfile:
         """The same profile on a device `speed` times as fast as the profiling machine."""

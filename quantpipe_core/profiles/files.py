@@ -1,0 +1,26 @@
+"""Profile files: named ``MODEL.json`` for per-tensor ranges (``MODEL-token.json`` per token),
+JSON with a ``schema`` key naming their kind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def profile_stem(model: str, granularity: str = "tensor") -> str:
+    """File name (without ``.json``) of `model`'s profile measured with `granularity`."""
+    return model if granularity == "tensor" else f"{model}-{granularity}"
+
+
+def read_profile(path: str | Path, schema: str, kind: str) -> dict[str, Any]:
+    """The profile at `path`, refused clearly if unreadable or not of `schema` (`kind` names it)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot read {kind} profile: {error}") from None
+    if data.get("schema") != schema:
+        raise ValueError(f"{path}: not {'an' if kind[0] in 'aeiou' else 'a'} {kind} profile "
+                         f"(schema {data.get('schema')!r})")
+    return data
