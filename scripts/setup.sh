@@ -17,6 +17,12 @@ if [ "$(id -u)" = 0 ] && ! { command -v ip && command -v tc; } >/dev/null 2>&1; 
     echo "setup: installing Debian's iproute2 (ip, tc)" >&2
     apt-get update -qq && apt-get install -y -qq iproute2 >/dev/null
 fi
+# Debian's mininet (mn, mnexec, and the module for /usr/bin/python3, which .venv sees): the
+# emulation (emulation/) needs it and root; non-root users get everything else
+if [ "$(id -u)" = 0 ] && [ ! -x /usr/bin/mn ]; then
+    echo "setup: installing Debian's mininet" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mininet >/dev/null
+fi
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv --system-site-packages .venv
 fi
