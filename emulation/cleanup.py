@@ -1,6 +1,6 @@
 """Remove stale Mininet state, and guarantee clean-up on exit, error, Ctrl-C and SIGTERM.
 
-`guarded()` runs `clean()` (Mininet's own ``mn -c``) before the block, so a crashed run's network
+`guarded()` runs `clean()` before the block, so a crashed run's network
 does not break the next one, and again after it however it ends. SIGTERM and SIGHUP are turned
 into `KeyboardInterrupt` inside the block (Python already does that for SIGINT), so ``finally``
 clauses (``net.stop()``, stopping the replayer) run before the clean-up.
@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 CLEAN_TIMEOUT_S = 60.0
@@ -32,12 +33,15 @@ def leftovers() -> dict[str, list[str]]:
 
 
 def clean() -> None:
-    """Mininet's ``mn -c``: kill its shells, delete its links and namespaces (quiet, idempotent)."""
-    subprocess.run(
-        ["mn", "-c"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        timeout=CLEAN_TIMEOUT_S, check=False,
-    )
-    # mn -c only deletes links named like Mininet switch ports; delete our chain's veths too
+    """Kill stale Mininet host shells and delete the chain's veths (quiet, idempotent).
+
+    Not ``mn -c``: besides this it deletes every ``/tmp/*.log`` and ``/tmp/*.out`` on the machine,
+    which are not Mininet's to remove. A host's namespace goes with its shell.
+    """
+    subprocess.run(["pkill", "-9", "-f", "mininet:"], capture_output=True, check=False)
+    deadline = time.monotonic() + CLEAN_TIMEOUT_S
+    while leftovers()["processes"] and time.monotonic() < deadline:
+        time.sleep(0.05)
     for name in leftovers()["veths"]:
         subprocess.run(["ip", "link", "del", name], capture_output=True, check=False)
 

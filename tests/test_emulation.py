@@ -283,3 +283,16 @@ def test_cleanup_after_error_and_sigint(root_net):
                 run.kill()
                 run.wait()
         _assert_clean()
+
+
+def test_cleanup_touches_nothing_but_mininet_state(root_net):
+    from emulation.cleanup import guarded
+
+    canary = Path("/tmp") / f"quantpipe-canary-{time.time_ns()}.log"  # `mn -c` would delete it
+    canary.write_text("not Mininet's\n")
+    try:
+        with guarded():
+            pass
+        assert canary.read_text() == "not Mininet's\n"
+    finally:
+        canary.unlink(missing_ok=True)
