@@ -33,13 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from quantpipe_core.profiles.files import profile_stem, read_profile
+from quantpipe_core.profiles.files import read_profile, shipped_path
 
 SCHEMA = "quantpipe.accuracy/1"
 FLOAT_BITS = 32
@@ -117,8 +116,5 @@ def monotone(values: np.ndarray) -> np.ndarray:
 
 def shipped_accuracy_profile(model: str, granularity: str = "tensor") -> AccuracyProfile | None:
     """The profile shipped for a built-in model, or ``None`` (e.g. ``vit-base``: unknown)."""
-    name = f"{profile_stem(model, granularity)}.json"
-    path = resources.files("quantpipe_core.profiles") / "accuracy" / name
-    if not path.is_file():
-        return None
-    return AccuracyProfile.from_file(Path(str(path)))
+    path = shipped_path("accuracy", model, granularity)
+    return None if path is None else AccuracyProfile.from_file(path)

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from quantpipe_core.profiles.files import profile_stem, read_profile
+from quantpipe_core.profiles.files import read_profile, shipped_path
 
 SCHEMA = "quantpipe.compute/1"
 
@@ -137,8 +136,5 @@ class ComputeProfile:
 
 def shipped_compute_profile(model: str, granularity: str = "tensor") -> ComputeProfile | None:
     """The profile shipped for a built-in model (codec at `granularity`), or ``None``."""
-    name = f"{profile_stem(model, granularity)}.json"
-    path = resources.files("quantpipe_core.profiles") / "compute" / name
-    if not path.is_file():
-        return None
-    return ComputeProfile.from_file(Path(str(path)))
+    path = shipped_path("compute", model, granularity)
+    return None if path is None else ComputeProfile.from_file(path)

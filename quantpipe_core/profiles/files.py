@@ -4,6 +4,7 @@ JSON with a ``schema`` key naming their kind."""
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,3 +25,10 @@ def read_profile(path: str | Path, schema: str, kind: str) -> dict[str, Any]:
         raise ValueError(f"{path}: not {'an' if kind[0] in 'aeiou' else 'a'} {kind} profile "
                          f"(schema {data.get('schema')!r})")
     return data
+
+
+def shipped_path(kind: str, model: str, granularity: str = "tensor") -> Path | None:
+    """The shipped ``kind`` ("accuracy" or "compute") profile file of `model`, or ``None``."""
+    name = f"{profile_stem(model, granularity)}.json"
+    path = resources.files("quantpipe_core.profiles") / kind / name
+    return Path(str(path)) if path.is_file() else None
