@@ -93,8 +93,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """The profile dictionary (see `quantpipe_core.profiles.accuracy`) for these settings."""
     resampler = Resampler.make(sample_count(task), resamples, seed)
-    unquantized = CutEvaluator(model, task, [cuts[0]]).scores(32, "minmax", granularity)
-    float32 = {metric: float(s.mean()) for metric, s in unquantized.items()}
+    float32: dict[str, float] = {}
     values: dict[str, dict] = {m: {} for m in task.metrics}
     stderr: dict[str, dict] = {m: {} for m in task.metrics}
     per_input: dict[tuple[str, str, int], dict[str, np.ndarray]] = {}
@@ -102,6 +101,9 @@ def evaluate(
     bar = tqdm(total=len(settings), desc=f"{model.name}", disable=not progress, unit="setting")
     for cut in cuts:
         evaluator = CutEvaluator(model, task, [cut])
+        if not float32:  # 32 bits sends the carry as it is: the same at every cut
+            unquantized = evaluator.scores(32, "minmax", granularity)
+            float32 = {metric: float(s.mean()) for metric, s in unquantized.items()}
         for method in methods:
             for b in bits:
                 bar.set_postfix_str(f"{cut} {method} {b}b")
