@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from quantpipe_core.config import LinkConfig
+from quantpipe_core.config import Config, LinkConfig
 from quantpipe_core.plan import load_link_trace
 from quantpipe_core.trace import Trace
 
@@ -37,12 +37,29 @@ _QDISC = re.compile(r"^qdisc htb (\S+) root", re.MULTILINE)
 
 def replay_trace(link: LinkConfig, path: str | Path) -> Trace:
     """The link's trace as the simulator loads it, binned to at least `MIN_BIN_S` if it changes
-    faster than that (set ``bin_s >= 0.1`` in the config so the simulator sees the same rates)."""
+    faster than that (`replay_config` makes the simulator bin it the same way)."""
     trace = load_link_trace(link, path)
-    starts = [*trace.starts_s, trace.duration_s]
-    if min(b - a for a, b in itertools.pairwise(starts)) < MIN_BIN_S - 1e-9:
+    if _too_fast(trace):
         trace = load_link_trace(dataclasses.replace(link, bin_s=max(link.bin_s, MIN_BIN_S)), path)
     return trace
+
+
+def replay_config(config: Config, path: str | Path) -> tuple[Config, list[str]]:
+    """`config` with ``bin_s`` raised to `MIN_BIN_S` on every link whose trace changes faster
+    than a replay can follow, so that the simulator sees the rates the emulator replays; and a
+    note for each such link. `path` is the trace of links that name none."""
+    changes, notes = {}, []
+    for k, link in enumerate(config.links):
+        if _too_fast(load_link_trace(link, link.trace or path)):
+            changes[f"links.{k}.bin_s"] = max(link.bin_s, MIN_BIN_S)
+            notes.append(f"link {k}: trace binned to {MIN_BIN_S:g} s for replay "
+                         f"(bin_s was {link.bin_s:g}); the simulation uses the same bins")
+    return (config.replace(**changes) if changes else config), notes
+
+
+def _too_fast(trace: Trace) -> bool:
+    starts = [*trace.starts_s, trace.duration_s]
+    return min(b - a for a, b in itertools.pairwise(starts)) < MIN_BIN_S - 1e-9
 
 
 def changes(trace: Trace) -> Iterator[tuple[float, float]]:

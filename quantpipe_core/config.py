@@ -435,19 +435,29 @@ def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:
 def default_toml() -> str:
     """The default configuration as TOML, every field with its documentation; it loads to the
     defaults."""
-    defaults = config_from_dict({})
-    lines = [
+    header = [
         "# QuantPipe configuration: every field at its default, so this file and an empty one",
         "# describe the same run. Relative paths start at this file's folder.",
     ]
+    return _toml(config_from_dict({}), header, documented=True)
+
+
+def to_toml(config: Config) -> str:
+    """`config` as a TOML file that `load_config` reads back to it (paths are absolute), e.g. to
+    hand the exact run to other processes."""
+    return _toml(config, ["# QuantPipe configuration, every field written out"], documented=False)
+
+
+def _toml(config: Config, header: list[str], documented: bool) -> str:
+    lines = list(header)
     for section in SECTIONS:
-        value = getattr(defaults, section.name)
+        value = getattr(config, section.name)
         for index, block in enumerate(value if section.many else [value]):
             lines.append("")
-            if index == 0:
+            if documented and index == 0:
                 lines += [f"# {line}" for line in textwrap.wrap(section.doc, LINE_LENGTH - 2)]
             lines.append(f"[[{section.name}]]" if section.many else f"[{section.name}]")
-            lines += _assignments(block, documented=index == 0)
+            lines += _assignments(block, documented=documented and index == 0)
     return "\n".join(lines) + "\n"
 
 
@@ -661,6 +671,8 @@ def _override(node: Any, parts: Sequence[str], value: Any, where: Where) -> None
 
 def _literal(value: Any) -> str:
     """`value` written as TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, list | tuple):

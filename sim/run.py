@@ -16,17 +16,19 @@ from typing import Any
 
 from tqdm import tqdm
 
-from quantpipe_core.config import ConfigError, load_config
+from quantpipe_core.config import Config, ConfigError, load_config
 from quantpipe_core.trace import TraceError
 from sim.simulation import simulate
 
+DESCRIPTION = (
+    "Simulate pipeline-parallel inference with adaptive activation quantization on a bandwidth "
+    "trace, and write timeline.csv, windows.csv, summary.json and plot.png."
+)
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m sim.run",
-        description="Simulate pipeline-parallel inference with adaptive activation quantization "
-        "on a bandwidth trace, and write timeline.csv, windows.csv, summary.json and plot.png.",
-    )
+
+def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The options of a run on a trace; `python -m emulation.run` takes the same ones."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("trace", type=Path,
                         help="bandwidth trace (CSV time_s,mbps; Mahimahi; or 'time mbps' log); "
                         "used on every link whose config names no trace")
@@ -43,11 +45,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=None,
                         help="multiply every link's rates by F (e.g. 30 for mobile traces)")
     parser.add_argument("--duration", type=float, default=None,
-                        help="seconds to simulate (default: one pass of the longest trace)")
+                        help="seconds to run (default: one pass of the longest trace)")
     parser.add_argument("--seed", type=int, default=None, help="run seed (recorded)")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default runs/<trace>-<policy>/)")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    return build_parser("python -m sim.run", DESCRIPTION).parse_args(argv)
+
+
+def run_config(args: argparse.Namespace) -> Config:
+    """The config file (or the defaults) with the command line's overrides; `ConfigError`,
+    `ValueError` or `TraceError` (missing trace) when they do not make a run."""
+    config = load_config(args.config)
+    changes = overrides(args)
+    if changes:
+        config = config.replace(**changes)
+    if not args.trace.is_file():
+        raise TraceError(f"trace {args.trace} does not exist")
+    return config
+
+
+def default_out(args: argparse.Namespace, config: Config, suffix: str = "") -> Path:
+    """``--out``, or ``runs/<trace>-<policy><suffix>``."""
+    name = f"{args.trace.stem}-{config.policy.name.replace(':', '')}{suffix}"
+    return args.out or Path("runs") / name
 
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -92,17 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(2)
 
     try:
-        config = load_config(args.config)
-        changes = overrides(args)
-        if changes:
-            config = config.replace(**changes)
-        if not args.trace.is_file():
-            fail(f"trace {args.trace} does not exist")
+        config = run_config(args)
         with tqdm(total=100, desc="simulating", unit="%", leave=False) as bar:
             result = simulate(config, args.trace, on_progress=lambda _now: bar.update(1))
     except (ConfigError, TraceError, ValueError) as error:
         fail(str(error))
-    out = args.out or Path("runs") / f"{args.trace.stem}-{config.policy.name.replace(':', '')}"
+    out = default_out(args, config)
     summary = result.write(out)
     print_summary(summary, result.cuts, out)
     return 0

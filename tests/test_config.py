@@ -20,6 +20,7 @@ from quantpipe_core.config import (
     config_from_dict,
     default_toml,
     load_config,
+    to_toml,
 )
 
 THREE_DEVICES = """
@@ -142,6 +143,15 @@ def test_allowed_bits_are_sorted_and_ints_are_taken_as_floats(tmp_path):
     cfg = load_config(write(tmp_path, "[quant]\nallowed_bits = [8, 2, 32]\n[[devices]]\nspeed = 2"))
     assert cfg.quant.allowed_bits == (2, 8, 32)
     assert cfg.devices[0].speed == 2.0 and isinstance(cfg.devices[0].speed, float)
+
+
+def test_to_toml_writes_a_file_that_loads_back_to_the_same_config(tmp_path):
+    cfg = load_config(write(tmp_path, THREE_DEVICES)).replace(
+        **{"policy.name": "my_policies:Cautious", "policy.params": {"strict": True, "k": 2}}
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert load_config(write(elsewhere, to_toml(cfg))) == cfg
 
 
 # ----- a full example -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from quantpipe_core.config import ConfigError, load_config
@@ -27,6 +28,7 @@ from quantpipe_core.runtime.report import read_rank_reports, write_merged
 
 GRACE_S = 10.0  # after a rank's fault, beyond the receive timeout, before the others are killed
 KILL_WAIT_S = 3.0
+POLL_S = 0.1
 
 
 def free_port() -> int:
@@ -68,6 +70,24 @@ def stop(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
+def supervise(
+    processes: list[subprocess.Popen], timeout_s: float, on_tick: Callable[[], None] | None = None
+) -> bool:
+    """Wait for every rank; True once all have ended. After a rank's fault the others get
+    `timeout_s` (their receive timeout) plus a grace to notice it; False if some are still
+    running then. `on_tick` runs every `POLL_S` (progress, a replayer's health)."""
+    deadline = None
+    while any(p.poll() is None for p in processes):
+        if deadline is None and any(p.poll() not in (None, 0) for p in processes):
+            deadline = time.monotonic() + timeout_s + GRACE_S
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        if on_tick is not None:
+            on_tick()
+        time.sleep(POLL_S)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     world = len(config.devices)
@@ -87,15 +107,9 @@ def run(args: argparse.Namespace) -> int:
             processes.append(subprocess.Popen(
                 rank_command(args, rank, port, out), start_new_session=True,
             ))
-        deadline = None
-        while any(p.poll() is None for p in processes):
-            if deadline is None and any(p.poll() not in (None, 0) for p in processes):
-                deadline = time.monotonic() + args.timeout_s + GRACE_S
-            if deadline is not None and time.monotonic() > deadline:
-                print("quantpipe launch: ranks still running after a fault: killing them",
-                      file=sys.stderr)
-                break
-            time.sleep(0.1)
+        if not supervise(processes, args.timeout_s):
+            print("quantpipe launch: ranks still running after a fault: killing them",
+                  file=sys.stderr)
     except KeyboardInterrupt:
         print("quantpipe launch: interrupted: stopping every rank", file=sys.stderr)
         stop(processes)

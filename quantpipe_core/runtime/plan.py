@@ -4,6 +4,7 @@ policies and the target rate, resolved by `quantpipe_core.plan` exactly as for t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,11 @@ class RuntimePlan:
     def cuts(self) -> list[str]:
         return self.plan.cuts
 
-    def run_info(self, duration_s: float) -> RunInfo:
+    def run_info(
+        self, duration_s: float, trace_mbps: Sequence[Callable[[float, float], float]] | None = None
+    ) -> RunInfo:
+        """What the summary needs; `trace_mbps` gives each link's mean capacity over a span, where
+        the links' rates are known (the emulator's replayed traces)."""
         return RunInfo(
             stages=len(self.stages),
             items_per_microbatch=self.config.model.microbatch,
@@ -45,7 +50,7 @@ class RuntimePlan:
             duration_s=duration_s,
             metrics_interval_s=self.config.run.metrics_interval_s,
             accuracy_of=accuracy_function(self.plan, self.config),
-            trace_mbps=None,
+            trace_mbps=trace_mbps,
             record=self.record(),
         )
 

@@ -7,6 +7,7 @@ measured itself (see `records_to_json`), ``sink`` the last rank's predictions an
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,25 @@ def write_rank_report(out: Path, report: dict[str, Any]) -> None:
     rank_file(out, report["rank"]).write_text(json.dumps(report) + "\n")
 
 
+def clock_file(out: Path) -> Path:
+    return out / "clock.json"
+
+
+def write_clock(out: Path, t0_unix_s: float) -> None:
+    """When the run's clock started (rank 0's ``time.time()``), for tools that must line other
+    events up with it: the emulator starts its trace replay at this instant."""
+    out.mkdir(parents=True, exist_ok=True)
+    clock_file(out).write_text(json.dumps({"t0_unix_s": t0_unix_s}) + "\n")
+
+
+def read_clock(out: Path) -> float | None:
+    """The run's start written by `write_clock`, or None before it is written."""
+    try:
+        return float(json.loads(clock_file(out).read_text())["t0_unix_s"])
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
 def read_rank_reports(out: Path, ranks: int) -> list[dict[str, Any]]:
     reports = []
     for rank in range(ranks):
@@ -62,9 +82,17 @@ def read_rank_reports(out: Path, ranks: int) -> list[dict[str, Any]]:
 
 
 def write_merged(
-    out: Path, plan: RuntimePlan, reports: list[dict[str, Any]], duration_s: float | None
+    out: Path,
+    plan: RuntimePlan,
+    reports: list[dict[str, Any]],
+    duration_s: float | None,
+    *,
+    trace_mbps: Sequence[Callable[[float, float], float]] | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The four files from the ranks' reports; `duration_s` None = up to the last sink time."""
+    """The four files from the ranks' reports; `duration_s` None = up to the last sink time.
+    `trace_mbps` (each link's mean capacity over a span) and `record` (added to the summary's
+    run record) are for callers that know the links, like the emulator."""
     records = merge_records([r["records"] for r in reports])
     links = len(plan.stages) - 1
     unrecorded = [mb for mb in records.t_sink
@@ -74,7 +102,7 @@ def write_merged(
     if not duration_s:
         ends = [*records.t_sink.values(), *records.stage_end.values()]
         duration_s = max(ends, default=0.0)
-    info = plan.run_info(duration_s)
+    info = plan.run_info(duration_s, trace_mbps)
     result = summary(records, info)
     sink = next((r["sink"] for r in reports if r.get("sink")), None)
     result["measured_accuracy"] = sink["measured_accuracy"] if sink else None
@@ -91,5 +119,6 @@ def write_merged(
         notes.append("the run ended on a fault; figures cover what was measured before it")
     result["notes"] = notes + errors
     result["run"]["ranks_reported"] = sorted(r["rank"] for r in reports)
+    result["run"].update(record or {})
     write_results(out, records, info, result)
     return result

@@ -34,7 +34,12 @@ from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.quant import PacketError
 from quantpipe_core.results import Records
 from quantpipe_core.runtime.plan import RuntimePlan, resolve_runtime
-from quantpipe_core.runtime.report import records_to_json, write_merged, write_rank_report
+from quantpipe_core.runtime.report import (
+    records_to_json,
+    write_clock,
+    write_merged,
+    write_rank_report,
+)
 from quantpipe_core.sender import LinkSender
 from quantpipe_core.tasks import DigitsTop1, nearest_other, task_for
 
@@ -125,6 +130,8 @@ class Rank:
         start = torch.tensor([time.time()], dtype=torch.float64)
         dist.broadcast(start, src=0)
         self.t0 = float(start.item())
+        if self.rank == 0 and self.options.out is not None:
+            write_clock(self.options.out, self.t0)
 
     def clock(self) -> float:
         """Seconds since rank 0's start (wall clocks: see docs/runtime.md on clocks)."""

@@ -1,0 +1,172 @@
+"""How closely a simulated run predicts the emulated one, window by window.
+
+Windows are matched by link and index (each is the same ``policy.window`` microbatches in
+both runs). The last window of a link in either run is left out: it ends with the run, so its
+rate covers a partial window. Two figures, with the issue's thresholds:
+
+- ``rate_error_median``: median over windows of |emulated - simulated| / simulated delivered
+  items/s (`windows.csv`'s ``delivered_items_per_s``); agreement needs <= 0.10;
+- ``same_bits_share``: share of windows sent at the same (mean) bitwidth; agreement needs >= 0.80.
+
+``python -m emulation.agreement EMULATED_DIR SIMULATED_DIR [--out DIR]`` recomputes them
+from two result folders.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RATE_ERROR_LIMIT = 0.10
+SAME_BITS_LIMIT = 0.80
+
+
+def read_windows(folder: Path) -> dict[tuple[int, int], dict[str, float | None]]:
+    """``windows.csv`` of a result folder, keyed by (link, window index)."""
+    rows = {}
+    with (folder / "windows.csv").open() as f:
+        for row in csv.DictReader(f):
+            rows[int(row["link"]), int(row["window_index"])] = {
+                key: float(row[key]) if row[key] != "" else None
+                for key in ("t_start_s", "t_end_s", "bits", "measured_mbps", "trace_mbps",
+                            "delivered_items_per_s")
+            }
+    return rows
+
+
+def matched_windows(
+    emulated: dict[tuple[int, int], dict], simulated: dict[tuple[int, int], dict]
+) -> list[tuple[int, int]]:
+    """(link, index) of the windows both runs completed, without each link's last one."""
+    keys = []
+    for link in sorted({link for link, _ in emulated} & {link for link, _ in simulated}):
+        last = min(max(i for k, i in emulated if k == link), max(i for k, i in simulated
+                                                                   if k == link))
+        keys += [(link, i) for i in range(last) if (link, i) in emulated and (link, i) in simulated]
+    return keys
+
+
+def agreement(emulated_dir: Path, simulated_dir: Path) -> dict[str, Any]:
+    """The two figures overall and per link, the windows they cover, and pass/fail."""
+    emulated, simulated = read_windows(emulated_dir), read_windows(simulated_dir)
+    keys = matched_windows(emulated, simulated)
+
+    def figures(subset: Sequence[tuple[int, int]]) -> dict[str, Any]:
+        errors = [
+            abs(emulated[k]["delivered_items_per_s"] - simulated[k]["delivered_items_per_s"])
+            / simulated[k]["delivered_items_per_s"]
+            for k in subset
+            if emulated[k]["delivered_items_per_s"] is not None
+            and simulated[k]["delivered_items_per_s"]
+        ]
+        same = [abs(emulated[k]["bits"] - simulated[k]["bits"]) < 1e-9 for k in subset]
+        return {
+            "windows": len(subset),
+            "rate_error_median": float(np.median(errors)) if errors else None,
+            "rate_error_p90": float(np.percentile(errors, 90)) if errors else None,
+            "same_bits_share": float(np.mean(same)) if same else None,
+        }
+
+    result = figures(keys)
+    result["links"] = [
+        {"link": link, **figures([k for k in keys if k[0] == link])}
+        for link in sorted({k[0] for k in keys})
+    ]
+    result["thresholds"] = {"rate_error_median_max": RATE_ERROR_LIMIT,
+                            "same_bits_share_min": SAME_BITS_LIMIT}
+    result["rate_agrees"] = (result["rate_error_median"] is not None
+                             and result["rate_error_median"] <= RATE_ERROR_LIMIT)
+    result["bits_agree"] = (result["same_bits_share"] is not None
+                            and result["same_bits_share"] >= SAME_BITS_LIMIT)
+    return result
+
+
+def plot_overlay(path: Path, emulated_dir: Path, simulated_dir: Path, title: str = "") -> None:
+    """Per link: link rates (trace, measured by each run), bits, and delivered items/s per
+    window, emulated against simulated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = {"emulated": read_windows(emulated_dir), "simulated": read_windows(simulated_dir)}
+    links = sorted({link for link, _ in runs["simulated"]})
+    fig, axes = plt.subplots(3, len(links), figsize=(6 + 4 * len(links), 7), sharex=True,
+                             squeeze=False)
+    styles = {"emulated": {"color": "tab:red"}, "simulated": {"color": "tab:blue",
+                                                              "linestyle": "--"}}
+    for column, link in enumerate(links):
+        top, middle, bottom = axes[:, column]
+        for name, windows in runs.items():
+            rows = [windows[k] for k in sorted(windows) if k[0] == link]
+            t = [row["t_start_s"] for row in rows]
+            if name == "simulated":
+                top.step(t, [row["trace_mbps"] for row in rows], where="post", color="grey",
+                         label="trace")
+            top.step(t, [row["measured_mbps"] for row in rows], where="post",
+                     label=f"{name} measured", **styles[name])
+            middle.step(t, [row["bits"] for row in rows], where="post", label=name,
+                        **styles[name])
+            bottom.step(t, [row["delivered_items_per_s"] for row in rows], where="post",
+                        label=name, **styles[name])
+        top.set_title(f"link {link}")
+        top.set_ylabel("Mbit/s")
+        middle.set_ylabel("bits")
+        bottom.set_ylabel("delivered items/s")
+        bottom.set_xlabel("time (s)")
+        for ax in (top, middle, bottom):
+            ax.grid(alpha=0.3)
+            ax.legend(loc="upper right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_agreement(out: Path, emulated_dir: Path, simulated_dir: Path,
+                    extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``agreement.json`` and ``agreement.png`` in `out`; the agreement figures."""
+    result = agreement(emulated_dir, simulated_dir)
+    result.update(extra or {})
+    (out / "agreement.json").write_text(json.dumps(result, indent=2) + "\n")
+    title = (f"emulated vs simulated: rate error median {_percent(result['rate_error_median'])}, "
+             f"same bits {_percent(result['same_bits_share'])} of windows")
+    plot_overlay(out / "agreement.png", emulated_dir, simulated_dir, title)
+    return result
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m emulation.agreement",
+        description="Compare an emulated run with a simulated one, window by window; write "
+        "agreement.json and agreement.png.",
+    )
+    parser.add_argument("emulated", type=Path, help="result folder of the emulated run")
+    parser.add_argument("simulated", type=Path, help="result folder of the simulated run")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write (default: the emulated run's folder)")
+    args = parser.parse_args(argv)
+    for folder in (args.emulated, args.simulated):
+        if not (folder / "windows.csv").is_file():
+            print(f"emulation.agreement: {folder} has no windows.csv", file=sys.stderr)
+            return 2
+    result = write_agreement(args.out or args.emulated, args.emulated, args.simulated)
+    print(f"rate error median {_percent(result['rate_error_median'])}, same bits "
+          f"{_percent(result['same_bits_share'])} over {result['windows']} windows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Emulate a pipeline on a bandwidth trace: ``python -m emulation.run TRACE [options]`` (root).
+
+Takes the same arguments as ``python -m sim.run``, so a simulated case reruns emulated by
+changing the module name. The real runtime's ranks run in Mininet hosts joined by a chain of
+htb-shaped links whose rates replay the traces in real time; then the simulator runs the same
+config on the same traces. Writes to --out (default ``runs/<trace>-<policy>-emulated/``):
+
+- ``timeline.csv``, ``windows.csv``, ``summary.json``, ``plot.png``: the emulated run;
+- ``simulated/``: the same four files from the simulator;
+- ``agreement.json``, ``agreement.png``: the two compared window by window
+  (`emulation.agreement`);
+- ``ranks/``: the config the ranks ran, each rank's log and raw report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from tqdm import tqdm
+
+from emulation.agreement import write_agreement
+from emulation.emulate import EmulationError, emulate, emulation_duration
+from emulation.replay import replay_config, replay_trace
+from quantpipe_core.config import ConfigError
+from quantpipe_core.trace import TraceError
+from sim.run import build_parser, default_out, print_summary, run_config
+from sim.simulation import simulate
+
+DESCRIPTION = (
+    "Emulate pipeline-parallel inference in Mininet (as root): the real runtime's stages in "
+    "hosts joined by links whose rates replay the trace; then simulate the same config and "
+    "compare the two. Same options as python -m sim.run."
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser("python -m emulation.run", DESCRIPTION)
+    parser.add_argument("--timeout-s", type=float, default=30.0,
+                        help="longest wait of any rank for a receive before the run ends with "
+                        "an error (default 30)")
+    args = parser.parse_args(argv)
+
+    def fail(message: str) -> int:
+        print(f"emulation.run: {message}", file=sys.stderr)
+        return 2
+
+    if os.geteuid() != 0:
+        return fail("Mininet needs root: run it as root (e.g. sudo .venv/bin/python -m "
+                    "emulation.run ...)")
+    try:
+        config, notes = replay_config(run_config(args), args.trace)
+        if config.policy.name == "oracle":
+            raise ValueError("the oracle policy reads the trace's future: simulator only")
+        traces = [replay_trace(link, link.trace or args.trace) for link in config.links]
+        duration = emulation_duration(config, traces)
+    except (ConfigError, TraceError, ValueError) as error:
+        return fail(str(error))
+    out = default_out(args, config, "-emulated")
+    print(f"emulating {duration:g} s of {args.trace} on {len(config.devices)} hosts "
+          f"({config.model.name}, policy {config.policy.name}); this takes real time")
+    try:
+        with tqdm(total=round(duration), desc="emulating", unit="s", leave=False) as bar:
+            def progress(now_s: float) -> None:
+                bar.update(max(0, min(round(now_s), bar.total) - bar.n))
+
+            emulated = emulate(config, args.trace, out, timeout_s=args.timeout_s,
+                               on_progress=progress)
+    except EmulationError as error:
+        return fail(str(error))
+    except KeyboardInterrupt:
+        print("emulation.run: interrupted; the network is cleaned up", file=sys.stderr)
+        return 130
+    print("emulated:")
+    print_summary(emulated.summary, emulated.summary["run"]["cuts"], out)
+    simulated = simulate(config, args.trace)
+    simulated.write(out / "simulated")
+    result = write_agreement(out, out, out / "simulated", {
+        "notes": notes,
+        "emulated_failed_ranks": emulated.failed_ranks,
+        "replay_late_ms_max": emulated.summary["run"]["emulation"]["replay_late_ms_max"],
+    })
+    print(f"simulated: throughput {simulated.summary['throughput_items_per_s']:.2f} items/s, "
+          f"mean bits {simulated.summary['mean_bits']}; results in {out / 'simulated'}")
+    print(f"agreement over {result['windows']} windows: delivered-rate error median "
+          f"{_show(result['rate_error_median'])} (<= 10 %: {result['rate_agrees']}), same bits "
+          f"{_show(result['same_bits_share'])} (>= 80 %: {result['bits_agree']}); "
+          f"{out / 'agreement.json'}, {out / 'agreement.png'}")
+    return 1 if emulated.failed_ranks else 0
+
+
+def _show(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f} %"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
