@@ -46,7 +46,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory) -> Path:
-    """A 30 s digits-ViT emulation on a 4 -> 0.8 Mbit/s step at 15 s (16 bits fit before, 4 after)."""
+    """30 s of the digits ViT emulated on a 4 -> 0.8 Mbit/s step at 15 s (16 bits fit, then 4)."""
     require_root("Mininet emulation")
     folder = tmp_path_factory.mktemp("emulation")
     trace, config = folder / "step.csv", folder / "run.toml"
