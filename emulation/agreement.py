@@ -8,6 +8,9 @@ rate covers a partial window. Two figures, with the issue's thresholds:
   items/s (`windows.csv`'s ``delivered_items_per_s``); agreement needs <= 0.10;
 - ``same_bits_share``: share of windows sent at the same (mean) bitwidth; agreement needs >= 0.80.
 
+``measured_over_trace_by_bits`` helps find why they differ: how the rate each sender measured
+compares with the trace, by bitwidth.
+
 ``python -m emulation.agreement EMULATED_DIR SIMULATED_DIR [--out DIR]`` recomputes them
 from two result folders.
 """
@@ -75,6 +78,9 @@ def agreement(emulated_dir: Path, simulated_dir: Path) -> dict[str, Any]:
         }
 
     result = figures(keys)
+    result["measured_over_trace_by_bits"] = {
+        "emulated": measured_over_trace(emulated), "simulated": measured_over_trace(simulated)
+    }
     result["links"] = [
         {"link": link, **figures([k for k in keys if k[0] == link])}
         for link in sorted({k[0] for k in keys})
@@ -86,6 +92,20 @@ def agreement(emulated_dir: Path, simulated_dir: Path) -> dict[str, Any]:
     result["bits_agree"] = (result["same_bits_share"] is not None
                             and result["same_bits_share"] >= SAME_BITS_LIMIT)
     return result
+
+
+def measured_over_trace(windows: dict[tuple[int, int], dict]) -> dict[str, float]:
+    """Median of the sender's measured Mbit/s over the trace's mean rate, by bitwidth sent: the
+    measurement a policy gets at window ``i`` covers window ``i - 1``'s transfers. Above 1, the
+    link delivered faster than its trace (a burst after idling); below, slower (headers)."""
+    ratios: dict[float, list[float]] = {}
+    for (link, index), row in windows.items():
+        previous = windows.get((link, index - 1))
+        if previous and row["measured_mbps"] and previous["trace_mbps"]:
+            ratios.setdefault(previous["bits"], []).append(
+                row["measured_mbps"] / previous["trace_mbps"])
+    return {f"{bits:g}": round(float(np.median(values)), 3)
+            for bits, values in sorted(ratios.items())}
 
 
 def plot_overlay(path: Path, emulated_dir: Path, simulated_dir: Path, title: str = "") -> None:

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from emulation.agreement import agreement, matched_windows, write_agreement
+from emulation.agreement import (
+    agreement,
+    matched_windows,
+    measured_over_trace,
+    write_agreement,
+)
 from emulation.cleanup import leftovers
 from tests.conftest import require_root
 
@@ -157,3 +162,12 @@ def test_the_command_refuses_folders_without_results(tmp_path):
     done = subprocess.run([sys.executable, "-m", "emulation.agreement", str(tmp_path),
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "has no windows.csv" in done.stderr
+
+
+def test_measured_over_trace_pairs_each_measurement_with_the_window_it_covers():
+    windows = {
+        (0, 0): {"bits": 16.0, "measured_mbps": None, "trace_mbps": 4.0},
+        (0, 1): {"bits": 4.0, "measured_mbps": 5.0, "trace_mbps": 0.8},  # covers window 0
+        (0, 2): {"bits": 4.0, "measured_mbps": 0.72, "trace_mbps": 0.8},  # covers window 1
+    }
+    assert measured_over_trace(windows) == {"4": 0.9, "16": 1.25}

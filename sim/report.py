@@ -1,0 +1,300 @@
+"""The policy-comparison reports of ``docs/reports/``, from one spec file:
+``python -m sim.report docs/reports/report.toml --shared ../shared/traces --out docs/reports``.
+
+The spec (TOML) names the policies, the trace folders (each with a scale factor per pipeline),
+the pipelines (a run config each), the clipping-method comparison and the emulated cross-check
+cases. Every (pipeline, trace, policy) is simulated with `sim.compare`; each run's four files go
+under ``--runs`` (default ``runs/report``), and ``--out`` gets one page per pipeline with its
+plots and an index (``README.md``) with the ranking, the clipping methods and the cross-check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quantpipe_core.config import Config, ConfigError, load_config
+from sim.compare import DEFAULT_POLICIES, cell, compare, plots, ranking, report
+
+CLIP_METHODS = ("minmax", "aciq", "ds-aciq", "percentile", "mse")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One pipeline of the report: its config and the scale applied to each trace folder."""
+
+    name: str
+    title: str
+    config: Config
+    scales: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a report covers (see `read_spec` for the file's fields)."""
+
+    path: Path
+    policies: list[str]
+    folders: dict[str, Path]  # trace-folder name -> folder
+    pipelines: list[Pipeline]
+    clipping: list[dict[str, Any]]  # {pipeline, trace, policies}
+    crosscheck: list[dict[str, Any]]  # {name, pipeline, trace, command}
+
+    def traces(self, folder: str) -> list[Path]:
+        return sorted(p for p in self.folders[folder].iterdir()
+                      if p.is_file() and not p.name.startswith(".") and p.suffix != ".md")
+
+    def trace(self, name: str) -> tuple[str, Path]:
+        """The folder and path of the trace whose file name is `name`."""
+        for folder in self.folders:
+            for path in self.traces(folder):
+                if path.name == name:
+                    return folder, path
+        raise ValueError(f"{self.path}: no trace named {name!r} in {list(self.folders)}")
+
+
+class SpecError(ValueError):
+    """A report spec that cannot run; the message names the file and the field."""
+
+
+def read_spec(path: Path, shared: Path | None) -> Spec:
+    """The spec at `path`. Trace folders may start with ``{shared}`` (the ``--shared`` folder);
+    other relative paths start at the spec's folder."""
+    data = tomllib.loads(path.read_text())
+    base = path.resolve().parent
+
+    def folder(text: str) -> Path:
+        if text.startswith("{shared}"):
+            if shared is None:
+                raise SpecError(f"{path}: folders.{text!r} needs --shared (the shared traces)")
+            return shared / text.removeprefix("{shared}").lstrip("/")
+        return base / text
+
+    folders = {name: folder(text) for name, text in data.get("folders", {}).items()}
+    if missing := [str(p) for p in folders.values() if not p.is_dir()]:
+        raise SpecError(f"{path}: no such trace folder: {', '.join(missing)}")
+    pipelines = []
+    for entry in data.get("pipelines", []):
+        scales = {name: float(entry.get("scales", {}).get(name, 1.0)) for name in folders}
+        try:
+            config = load_config(base / entry["config"])
+        except ConfigError as error:
+            raise SpecError(f"{path}: pipeline {entry.get('name')}: {error}") from None
+        pipelines.append(Pipeline(entry["name"], entry.get("title", entry["name"]), config,
+                                  scales))
+    return Spec(path, list(data.get("policies", DEFAULT_POLICIES)), folders, pipelines,
+                list(data.get("clipping", [])), list(data.get("crosscheck", [])))
+
+
+def pipeline(spec: Spec, name: str) -> Pipeline:
+    for entry in spec.pipelines:
+        if entry.name == name:
+            return entry
+    raise SpecError(f"{spec.path}: no pipeline named {name!r}")
+
+
+def scaled(config: Config, scale: float) -> Config:
+    return config.replace(**{"links.*.scale": scale})
+
+
+def run_pipeline(spec: Spec, entry: Pipeline, runs: Path, out: Path, jobs: int,
+                 command: str) -> list[dict[str, Any]]:
+    """Every trace and policy for one pipeline; its page and plots in ``out/<name>/``."""
+    rows: list[dict[str, Any]] = []
+    traces: list[Path] = []
+    for folder in spec.folders:
+        mine = spec.traces(folder)
+        config = scaled(entry.config, entry.scales[folder])
+        rows += [dict(r, folder=folder, scale=entry.scales[folder])
+                 for r in compare(config, mine, spec.policies, runs / entry.name, jobs)]
+        traces += mine
+    page = out / entry.name
+    page.mkdir(parents=True, exist_ok=True)
+    plots(rows, traces, spec.policies, page)
+    text = report(rows, traces, spec.policies, page, command)
+    scales = ", ".join(f"`{folder}` x{entry.scales[folder]:g}" for folder in spec.folders)
+    intro = (f"# {entry.title}\n\nCuts: {', '.join(rows[0]['run']['cuts'])}; target "
+             f"{rows[0]['target_rate_items_per_s']:.2f} items/s; trace scales: {scales}.\n")
+    (page / "README.md").write_text(intro + text.split("\n", 1)[1])
+    (page / "results.json").write_text(json.dumps(
+        [{k: v for k, v in r.items() if k != "run"} for r in rows], indent=1) + "\n")
+    return rows
+
+
+def clipping_rows(spec: Spec, runs: Path, jobs: int) -> list[dict[str, Any]]:
+    """Each clipping method inside the adaptive pipeline along a trace, per case of the spec."""
+    rows = []
+    for case in spec.clipping:
+        entry = pipeline(spec, case["pipeline"])
+        folder, trace = spec.trace(case["trace"])
+        for method in CLIP_METHODS:
+            config = scaled(entry.config, entry.scales[folder]).replace(
+                **{"quant.clip": method})
+            for row in compare(config, [trace], case.get("policies", ["quantpipe", "mpc"]),
+                               runs / "clipping" / entry.name / method, jobs):
+                rows.append(dict(row, pipeline=entry.title, method=method, folder=folder,
+                                 scale=entry.scales[folder]))
+    return rows
+
+
+def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[dict[str, Any]],
+          crosscheck: list[str], command: str) -> str:
+    """The index page: how it was made, the ranking per pipeline, clipping, cross-check."""
+    versions = next(iter(results.values()))[0]["run"]["versions"]
+    lines = [
+        "# Policy-comparison reports",
+        "",
+        f"Made by `{command}` on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC with "
+        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".",
+        "Every number and plot here comes from that command; the per-run files (timeline, "
+        "windows, summary, plot) are under `runs/report/` after it runs.",
+        "",
+        "Policies: " + ", ".join(f"`{p}`" for p in spec.policies) + ". `oracle` sees the "
+        "link's future and is the upper bound on bits at the target rate (simulator only).",
+        "",
+        "Trace folders: " + ", ".join(f"`{name}` ({len(spec.traces(name))} traces)"
+                                      for name in spec.folders) + ".",
+        "",
+        "## Pipelines",
+        "",
+    ]
+    for entry in spec.pipelines:
+        rows = results[entry.name]
+        scales = ", ".join(f"{folder} x{entry.scales[folder]:g}" for folder in spec.folders)
+        accuracy = any(r["expected_accuracy"] is not None for r in rows)
+        quality = "expected accuracy" if accuracy else "mean bits (no accuracy profile)"
+        lines += [
+            f"### [{entry.title}]({entry.name}/README.md)",
+            "",
+            f"Trace scales: {scales}. Mean over {len({r['trace'] for r in rows})} traces:",
+            "",
+            f"| rank | policy | target met | {quality} | p95 latency s | switches |",
+            "|---|---|---|---|---|---|",
+        ]
+        for rank, (policy, met, q) in enumerate(ranking(rows, spec.policies), start=1):
+            mine = [r for r in rows if r["policy"] == policy]
+            p95 = _mean([r["latency_p95_s"] for r in mine])
+            switches = _mean([r["bits_switches"] for r in mine])
+            lines.append(f"| {rank} | {policy} | {cell(met, 3)} | {cell(q, 4)} "
+                         f"| {cell(p95, 2)} | {cell(switches, 1)} |")
+        lines += ["", f"![{entry.name}]({entry.name}/scatter.png)", ""]
+    if clipping:
+        lines += clipping_section(clipping)
+    if crosscheck:
+        lines += crosscheck
+    return "\n".join(lines) + "\n"
+
+
+def clipping_section(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Clipping methods inside the adaptive pipeline",
+        "",
+        "The same pipeline and trace with each clipping method. A method changes no packet size, "
+        "so `quantpipe` picks the same bits with every method and only the accuracy differs; "
+        "`mpc` weighs the accuracy profile, so its bits may differ. Expected accuracy comes "
+        "from the model's accuracy profile at each microbatch's bits.",
+        "",
+        "| pipeline | trace | policy | method | expected accuracy | mean bits | target met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['pipeline']} | {row['trace']} x{row['scale']:g} | {row['policy']} "
+            f"| {row['method']} | {cell(row['expected_accuracy'], 4)} "
+            f"| {cell(row['mean_bits'], 2)} | {cell(row['target_met_fraction'], 3)} |"
+        )
+    return [*lines, ""]
+
+
+def crosscheck_section(spec: Spec, emulated: Path | None) -> list[str]:
+    """Emulated next to simulated for the spec's cross-check cases (from `emulation.run`'s
+    folders under `emulated`), or the commands that make them."""
+    if not spec.crosscheck:
+        return []
+    lines = [
+        "## Cross-check: emulated against simulated",
+        "",
+        "The same config and trace run by the simulator and by the real runtime in Mininet "
+        "(`python -m emulation.run`, as root; see docs/emulation.md). Commands, from the "
+        "repository root:",
+        "",
+        "```sh",
+        *(f".venv/bin/python -m emulation.run {case['args']} --out runs/agreement/{case['name']}"
+          for case in spec.crosscheck),
+        "```",
+        "",
+    ]
+    header = ("| case | run | target met | items/s | mean bits | p95 latency s | switches "
+              "| rate error (median) | same bits |")
+    table = [header, "|---" * 9 + "|"]
+    for case in spec.crosscheck:
+        folder = emulated / case["name"] if emulated else None
+        if folder is None or not (folder / "agreement.json").is_file():
+            table.append(f"| {case['name']} | not run here | | | | | | | |")
+            continue
+        agreement = json.loads((folder / "agreement.json").read_text())
+        for run, path in (("emulated", folder), ("simulated", folder / "simulated")):
+            s = json.loads((path / "summary.json").read_text())
+            figures = (f"{100 * agreement['rate_error_median']:.1f} % | "
+                       f"{100 * agreement['same_bits_share']:.1f} %" if run == "emulated"
+                       else " | ")
+            table.append(
+                f"| {case['name']} | {run} | {cell(s['target_met_fraction'], 3)} "
+                f"| {cell(s['throughput_items_per_s'], 1)} | {cell(s['mean_bits'], 2)} "
+                f"| {cell(s['latency_p95_s'], 2)} | {s['bits_switches']} | {figures} |"
+            )
+    return [*lines, *table, ""]
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m sim.report",
+        description="Simulate every pipeline, trace and policy of a report spec and write the "
+        "policy-comparison pages (Markdown and plots).",
+    )
+    parser.add_argument("spec", type=Path, help="the report spec (e.g. docs/reports/report.toml)")
+    parser.add_argument("--shared", type=Path, default=None,
+                        help="the shared real traces (folders written {shared}/... in the spec)")
+    parser.add_argument("--emulated", type=Path, default=None,
+                        help="folder of emulation.run results for the cross-check cases "
+                        "(default: leave them as commands)")
+    parser.add_argument("--out", type=Path, default=Path("docs/reports"),
+                        help="where the pages go (default docs/reports)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/report"),
+                        help="where each run's files go (default runs/report)")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel simulations (2)")
+    parser.add_argument("--only", default=None, help="run only this pipeline (for a quick look)")
+    args = parser.parse_args(argv)
+    try:
+        spec = read_spec(args.spec, args.shared)
+    except (OSError, tomllib.TOMLDecodeError, KeyError, SpecError) as error:
+        print(f"sim.report: {error}", file=sys.stderr)
+        return 2
+    command = "python -m sim.report " + " ".join(sys.argv[1:] if argv is None else argv)
+    results = {}
+    for entry in spec.pipelines:
+        if args.only in (None, entry.name):
+            print(f"== {entry.title}", flush=True)
+            results[entry.name] = run_pipeline(spec, entry, args.runs, args.out, args.jobs,
+                                                command)
+    clipping = clipping_rows(spec, args.runs, args.jobs) if args.only is None else []
+    text = index(spec, results, clipping, crosscheck_section(spec, args.emulated), command)
+    (args.out / "README.md").write_text(text)
+    print(f"wrote {args.out / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
