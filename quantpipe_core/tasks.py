@@ -22,7 +22,7 @@ from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, model_d
 
 
 class Task(Protocol):
-    metric: str  # the metric policies use
+    metric: str | None  # the metric policies use (None: the inputs are not scored)
     metrics: tuple[str, ...]
     data: str  # what the inputs are, for people
     microbatches: list[Carry]
@@ -89,6 +89,33 @@ def task_for(model: StagedModel, microbatch: int, samples: int | None = None) ->
             f"{model.embed.image_size}x{model.embed.image_size} images"
         )
     return DigitsTop1(microbatch, samples)
+
+
+class RandomImages:
+    """Seeded random images, for image models that have no labelled data here (ViT-Base/16's
+    ImageNet): they let the runtime time a pipeline of such a model, and score nothing."""
+
+    metric = None
+    metrics = ()
+
+    def __init__(self, model: StagedModel, microbatch: int, count: int = 8) -> None:
+        generator = torch.Generator().manual_seed(0)
+        shape = (microbatch, model.embed.channels, model.embed.image_size, model.embed.image_size)
+        self.microbatches = [{"pixels": torch.randn(shape, generator=generator)}
+                             for _ in range(count)]
+        self.data = (f"{count * microbatch} seeded random {'x'.join(map(str, shape[1:]))} images "
+                     "(no labels: nothing is scored)")
+
+    def scores(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
+        return {}
+
+
+def inputs_for(model: StagedModel, microbatch: int) -> Task:
+    """What the runtime feeds `model`: its scored task, or `RandomImages` for an image model
+    without labelled data here."""
+    if model.kind != "embedding" and (model.embed.channels, model.embed.image_size) != (1, 8):
+        return RandomImages(model, microbatch)
+    return task_for(model, microbatch)
 
 
 def sample_count(task: Task) -> int:

@@ -121,6 +121,32 @@ def test_a_text_model_and_a_users_policy_run_on_real_links(tmp_path):
     assert result["measured_accuracy"] >= 0.99  # 16-bit links: the embeddings barely move
 
 
+def test_an_image_model_without_labelled_data_gets_random_images_scored_by_nothing(tmp_path):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from quantpipe_core.runtime.stage import SinkMetric
+    from quantpipe_core.tasks import RandomImages, inputs_for
+
+    folder = tmp_path / "rgb-vit"
+    ViTForImageClassification(ViTConfig(
+        image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=64, num_labels=10,
+    )).eval().save_pretrained(folder)
+    model = load_model(str(folder))
+    inputs = inputs_for(model, 4)
+    assert isinstance(inputs, RandomImages) and inputs.metric is None
+    assert inputs.microbatches[0]["pixels"].shape == (4, 3, 16, 16)
+    assert torch.equal(inputs.microbatches[1]["pixels"],
+                       inputs_for(model, 4).microbatches[1]["pixels"])  # seeded
+    sink = SinkMetric(inputs)
+    for k, microbatch in enumerate(inputs.microbatches):
+        with torch.no_grad():
+            sink.add(k, model(microbatch))
+    assert sink.result() == {"metric": None, "measured_accuracy": None, "inputs": 32}
+    assert isinstance(inputs_for(load_model("digits-vit"), 4), type(task_for(
+        load_model("digits-vit"), 4)))
+
+
 def test_corrupt_frame_ends_the_run_naming_the_stage(tmp_path):
     out = tmp_path / "out"
     done = launch(config(tmp_path, 2, "fixed:8"), out, "--fault", "0:corrupt:5")

@@ -109,7 +109,9 @@ def write_merged(
     notes = []
     if plan.plan.accuracy is None:
         notes.append(f"{plan.model.name} has no accuracy profile: expected_accuracy is null")
-    if sink:
+    if sink and sink["metric"] is None:
+        notes.append(f"measured_accuracy is null: {sink['inputs']} random inputs, no labels")
+    elif sink:
         notes.append(f"measured_accuracy is {sink['metric']} on {sink['inputs']} inputs")
     if unrecorded:
         notes.append(f"{len(unrecorded)} microbatches reached the sink but a sender's records "

@@ -41,7 +41,7 @@ from quantpipe_core.runtime.report import (
     write_rank_report,
 )
 from quantpipe_core.sender import LinkSender
-from quantpipe_core.tasks import DigitsTop1, nearest_other, task_for
+from quantpipe_core.tasks import DigitsTop1, RandomImages, inputs_for, nearest_other
 
 END = None
 POLL_S = 0.2
@@ -98,7 +98,7 @@ class Rank:
         torch.set_num_threads(config.devices[self.rank].threads)
         self.plan: RuntimePlan = resolve_runtime(config)
         self.stage = self.plan.model.split(self.plan.cuts)[self.rank]
-        self.task = task_for(self.plan.model, config.model.microbatch) if (
+        self.task = inputs_for(self.plan.model, config.model.microbatch) if (
             self.rank == 0 or self.last) else None
         self.records = Records()
         self.failure = Failure()
@@ -404,7 +404,9 @@ class SinkMetric:
 
     def add(self, microbatch: int, outputs: torch.Tensor) -> None:
         index = microbatch % self.count
-        if isinstance(self.task, DigitsTop1):
+        if isinstance(self.task, RandomImages):
+            self.inputs += len(outputs)
+        elif isinstance(self.task, DigitsTop1):
             size = len(next(iter(self.task.microbatches[0].values())))
             labels = self.task.labels[index * size : index * size + len(outputs)]
             predicted = outputs.argmax(1)
@@ -416,6 +418,8 @@ class SinkMetric:
             self.inputs += len(outputs)
 
     def result(self) -> dict[str, Any]:
+        if isinstance(self.task, RandomImages):
+            return {"metric": None, "measured_accuracy": None, "inputs": self.inputs}
         if isinstance(self.task, DigitsTop1):
             value = self.correct / self.inputs if self.inputs else None
             return {"metric": "top1", "measured_accuracy": value, "inputs": self.inputs,
