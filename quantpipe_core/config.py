@@ -132,6 +132,16 @@ class FilePath:
         return str(where.path(text)) if text else ""
 
 
+class Share:
+    """A share of a whole: a number in (0, 1]."""
+
+    def read(self, value: Any, where: Where) -> float:
+        share = Number(zero_ok=False).read(value, where)
+        if share > 1:
+            raise where.error(f"must be <= 1 (a share), got {value}")
+        return share
+
+
 class Rate:
     """Items per second, or "auto" for the code that knows the model to work out."""
 
@@ -338,6 +348,10 @@ class LinkConfig:
     )))
     latency_s: float = field(default=0.0, metadata=spec(Number(zero_ok=True), (
         "seconds of fixed latency per transfer, >= 0"
+    )))
+    payload_share: float = field(default=1.0, metadata=spec(Share(), (
+        "share of the trace's rate that carries packet bytes, in (0, 1]; the rest is protocol "
+        "headers (TCP over Ethernet: 0.956); simulator only, a real link has its own"
     )))
 
 

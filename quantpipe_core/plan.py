@@ -58,6 +58,7 @@ class LinkSpec:
     tensor_shape: tuple[int, ...]
     latency_s: float = 0.0
     accuracy_by_bits: Mapping[int, float | None] | None = None
+    payload_share: float = 1.0  # of the trace's rate; protocol headers take the rest
 
 
 @dataclass(frozen=True)
@@ -188,8 +189,8 @@ def auto_cuts(
     }
     graph = nx.DiGraph()
     for k, (a, b) in enumerate(pairwise(names)):
-        graph.add_edge(a, b, mbps=traces[k].mean_mbps(0.0, traces[k].duration_s),
-                       latency_s=config.links[k].latency_s)
+        mbps = traces[k].mean_mbps(0.0, traces[k].duration_s) * config.links[k].payload_share
+        graph.add_edge(a, b, mbps=mbps, latency_s=config.links[k].latency_s)
     placement = partition(
         unit_s, link_bytes(model, mb, tokens=config.model.tokens,
                            granularity=config.quant.granularity),
@@ -237,6 +238,7 @@ def build_specs(
             policy=make_policy_for(config, plan.traces[k] if plan.traces else None),
             tensor_shape=specs[0].shape,
             latency_s=config.links[k].latency_s,
+            payload_share=config.links[k].payload_share,
             accuracy_by_bits=(
                 {b: plan.accuracy.value(cut, clip, b) for b in bits}
                 if plan.accuracy is not None else None

@@ -27,6 +27,7 @@ class LinkSender:
         self.history: list[float] = []
         self.measured: float | None = None
         self.queued = 0
+        self.last_window: WindowRecord | None = None  # records.windows holds every link's
 
     def bits_for_next(self, now: float) -> int:
         """The bitwidth of the next microbatch; asks the policy at each window's start."""
@@ -43,7 +44,7 @@ class LinkSender:
             if self.measured is not None:
                 self.history.append(self.measured)
             self.measured = self.delivered_bytes * 8 / self.delivered_s / 1e6
-        last = self.records.windows[-1] if self.window_index >= 0 else None
+        last = self.last_window
         obs = Observation(
             now_s=now,
             window_index=self.window_index + 1,
@@ -65,8 +66,7 @@ class LinkSender:
         if last is not None:
             last.t_end_s = now
         self.window_index += 1
-        self.records.windows.append(
-            WindowRecord(self.index, self.window_index, now, None, list(self.schedule),
-                         self.measured)
-        )
+        self.last_window = WindowRecord(self.index, self.window_index, now, None,
+                                        list(self.schedule), self.measured)
+        self.records.windows.append(self.last_window)
         self.delivered_bytes, self.delivered_s = 0, 0.0

@@ -103,7 +103,7 @@ class Pipeline:
             sender.queued -= 1
             nbytes = spec.packet_bytes[bits]
             start = self.env.now
-            send_s = spec.trace.finish_time(start, nbytes * 8) - start
+            send_s = spec.trace.finish_time(start, nbytes * 8 / spec.payload_share) - start
             yield self.env.timeout(send_s + spec.latency_s)
             sender.delivered(nbytes, send_s)
             self.records.link_bits[microbatch, k] = bits

@@ -37,6 +37,7 @@ target_rate = {TARGET}
 
 [[links]]
 bin_s = 0.1
+payload_share = 0.956
 
 [run]
 duration_s = {DURATION_S}

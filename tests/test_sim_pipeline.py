@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from quantpipe_core.plan import LinkSpec, SourceSpec, StageSpec
@@ -25,9 +27,10 @@ def step(high: float, low: float, at: float, duration: float) -> Trace:
     return Trace.from_segments([0.0, at], [high, low], duration, end="hold")
 
 
-def run(trace, policy, *, compute_s=0.1, rate=1000.0, mode="closed", until=200.0, window=4):
+def run(trace, policy, *, compute_s=0.1, rate=1000.0, mode="closed", until=200.0, window=4,
+        payload_share=1.0):
     stages = [StageSpec(compute_s), StageSpec(compute_s)]
-    links = [LinkSpec(trace, PACKET, policy, SHAPE)]
+    links = [LinkSpec(trace, PACKET, policy, SHAPE, payload_share=payload_share)]
     source = SourceSpec(rate, 8, mode=mode, max_in_flight=4)
     records = Pipeline(stages, links, source, allowed_bits=ALLOWED, window=window).run(until)
     info = RunInfo(2, 8, rate, until, trace_mbps=[trace.mean_mbps])
@@ -41,6 +44,14 @@ def test_throughput_is_the_slower_of_compute_and_link(mbps, bits):
     link_rate = mbps * 1e6 / (PACKET[bits] * 8) * 8
     expected = min(compute_rate, link_rate)
     assert summary(records, info)["throughput_items_per_s"] == pytest.approx(expected, rel=0.02)
+
+
+def test_protocol_headers_take_their_share_of_the_link_and_of_what_the_sender_measures():
+    records, info = run(constant(3.0), FixedPolicy(4), payload_share=0.956)
+    link_rate = 0.956 * 3.0e6 / (PACKET[4] * 8) * 8
+    assert summary(records, info)["throughput_items_per_s"] == pytest.approx(link_rate, rel=0.02)
+    measured = [w.measured_mbps for w in records.windows if w.measured_mbps is not None]
+    assert measured and all(m == pytest.approx(0.956 * 3.0) for m in measured)
 
 
 def test_transfers_integrate_capacity_across_a_change():
@@ -85,3 +96,28 @@ def test_the_same_run_gives_the_same_records():
     first, _ = run(step(50.0, 5.0, 50.0, 120.0), QuantPipePolicy(), mode="open", rate=40.0)
     second, _ = run(step(50.0, 5.0, 50.0, 120.0), QuantPipePolicy(), mode="open", rate=40.0)
     assert first == second
+
+
+class Recording:
+    """A fixed bitwidth that remembers what it was told about its last window."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self.told: list[tuple[int, ...]] = []
+
+    def decide(self, obs):
+        self.told.append(obs.bits_last_window)
+        return [self.bits] * obs.window_len
+
+
+def test_each_link_has_its_own_windows_and_its_own_last_bits():
+    policies = [Recording(4), Recording(8)]
+    stages = [StageSpec(0.1), StageSpec(0.1), StageSpec(0.1)]
+    links = [LinkSpec(constant(50.0), PACKET, p, SHAPE) for p in policies]
+    source = SourceSpec(40.0, 8, mode="open")
+    records = Pipeline(stages, links, source, allowed_bits=ALLOWED, window=4).run(30.0)
+    for link, policy in enumerate(policies):
+        assert set(policy.told[1:]) == {(policy.bits,) * 4}
+        mine = [w for w in records.windows if w.link == link]
+        assert [w.window_index for w in mine] == list(range(len(mine)))
+        assert all(a.t_end_s == b.t_start_s for a, b in itertools.pairwise(mine))
