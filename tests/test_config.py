@@ -407,6 +407,7 @@ def test_name_lists_match_the_modules_they_copy():
 def test_the_reference_shows_the_current_defaults_and_its_examples_run(tmp_path, monkeypatch):
     reference = (Path(__file__).parents[1] / "docs" / "config.md").read_text()
     assert default_toml() in reference
+    assert default_toml() in (Path(__file__).parents[1] / "docs" / "index.md").read_text()
     example = reference.split("## Example")[1].split("```toml\n")[1].split("```")[0]
     write(tmp_path, example)
     monkeypatch.chdir(tmp_path)
