@@ -159,7 +159,7 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
         "Policies: " + ", ".join(f"`{p}`" for p in spec.policies) + ". `oracle` sees the "
         "link's future and is the upper bound on bits at the target rate (simulator only).",
         "",
-        "Trace folders: " + ", ".join(f"`{name}` ({len(spec.traces(name))} traces)"
+        "Trace folders: " + ", ".join(f"`{name}` ({_count(len(spec.traces(name)), 'trace')})"
                                       for name in spec.folders) + ".",
         "",
         "## Pipelines",
@@ -175,14 +175,18 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
             "",
             f"Trace scales: {scales}. Mean over {len({r['trace'] for r in rows})} traces:",
             "",
-            f"| rank | policy | target met | {quality} | p95 latency s | switches |",
-            "|---|---|---|---|---|---|",
+            f"| rank | policy | target met | {quality} | {quality} vs oracle | p95 latency s "
+            "| switches |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for rank, (policy, met, q) in enumerate(ranking(rows, spec.policies), start=1):
+        table = ranking(rows, spec.policies)
+        oracle = next((q for policy, _, q in table if policy == "oracle"), None)
+        for rank, (policy, met, q) in enumerate(table, start=1):
             mine = [r for r in rows if r["policy"] == policy]
             p95 = _mean([r["latency_p95_s"] for r in mine])
             switches = _mean([r["bits_switches"] for r in mine])
-            lines.append(f"| {rank} | {policy} | {cell(met, 3)} | {cell(q, 4)} "
+            gap = q - oracle if q is not None and oracle is not None else None
+            lines.append(f"| {rank} | {policy} | {cell(met, 3)} | {cell(q, 4)} | {cell(gap, 4)} "
                          f"| {cell(p95, 2)} | {cell(switches, 1)} |")
         lines += ["", f"![{entry.name}]({entry.name}/scatter.png)", ""]
     if clipping:
@@ -251,6 +255,10 @@ def crosscheck_section(spec: Spec, emulated: Path | None) -> list[str]:
                 f"| {cell(s['latency_p95_s'], 2)} | {s['bits_switches']} | {figures} |"
             )
     return [*lines, *table, ""]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
