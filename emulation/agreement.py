@@ -157,13 +157,14 @@ def write_agreement(out: Path, emulated_dir: Path, simulated_dir: Path,
     result = agreement(emulated_dir, simulated_dir)
     result.update(extra or {})
     (out / "agreement.json").write_text(json.dumps(result, indent=2) + "\n")
-    title = (f"emulated vs simulated: rate error median {_percent(result['rate_error_median'])}, "
-             f"same bits {_percent(result['same_bits_share'])} of windows")
+    title = (f"emulated vs simulated: rate error median {percent(result['rate_error_median'])}, "
+             f"same bits {percent(result['same_bits_share'])} of windows")
     plot_overlay(out / "agreement.png", emulated_dir, simulated_dir, title)
     return result
 
 
-def _percent(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A share as a percentage for people, or n/a."""
     return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
@@ -183,8 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"emulation.agreement: {folder} has no windows.csv", file=sys.stderr)
             return 2
     result = write_agreement(args.out or args.emulated, args.emulated, args.simulated)
-    print(f"rate error median {_percent(result['rate_error_median'])}, same bits "
-          f"{_percent(result['same_bits_share'])} over {result['windows']} windows")
+    print(f"rate error median {percent(result['rate_error_median'])}, same bits "
+          f"{percent(result['same_bits_share'])} over {result['windows']} windows")
     return 0
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from emulation.agreement import write_agreement
+from emulation.agreement import percent, write_agreement
 from emulation.emulate import EmulationError, emulate, emulation_duration
 from emulation.replay import replay_config, replay_trace
 from quantpipe_core.config import ConfigError
@@ -84,14 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"simulated: throughput {simulated.summary['throughput_items_per_s']:.2f} items/s, "
           f"mean bits {simulated.summary['mean_bits']}; results in {out / 'simulated'}")
     print(f"agreement over {result['windows']} windows: delivered-rate error median "
-          f"{_show(result['rate_error_median'])} (<= 10 %: {result['rate_agrees']}), same bits "
-          f"{_show(result['same_bits_share'])} (>= 80 %: {result['bits_agree']}); "
+          f"{percent(result['rate_error_median'])} (<= 10 %: {result['rate_agrees']}), same bits "
+          f"{percent(result['same_bits_share'])} (>= 80 %: {result['bits_agree']}); "
           f"{out / 'agreement.json'}, {out / 'agreement.png'}")
     return 1 if emulated.failed_ranks else 0
-
-
-def _show(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 if __name__ == "__main__":

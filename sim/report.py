@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from quantpipe_core.config import Config, ConfigError, load_config
-from sim.compare import DEFAULT_POLICIES, cell, compare, plots, ranking, report
+from sim.compare import DEFAULT_POLICIES, cell, compare, mean, plots, ranking, report
 
 CLIP_METHODS = ("minmax", "aciq", "ds-aciq", "percentile", "mse")
 
@@ -183,8 +183,8 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
         oracle = next((q for policy, _, q in table if policy == "oracle"), None)
         for rank, (policy, met, q) in enumerate(table, start=1):
             mine = [r for r in rows if r["policy"] == policy]
-            p95 = _mean([r["latency_p95_s"] for r in mine])
-            switches = _mean([r["bits_switches"] for r in mine])
+            p95 = mean([r["latency_p95_s"] for r in mine])
+            switches = mean([r["bits_switches"] for r in mine])
             gap = q - oracle if q is not None and oracle is not None else None
             lines.append(f"| {rank} | {policy} | {cell(met, 3)} | {cell(q, 4)} | {cell(gap, 4)} "
                          f"| {cell(p95, 2)} | {cell(switches, 1)} |")
@@ -259,11 +259,6 @@ def crosscheck_section(spec: Spec, emulated: Path | None) -> list[str]:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return sum(known) / len(known) if known else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
