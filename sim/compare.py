@@ -2,9 +2,9 @@
 
 Runs every (trace, policy) pair in parallel processes, keeps each run's four files under
 ``OUT/<trace>-<policy>/``, and writes ``OUT/report.md`` (a table per trace, a ranking, the gap
-to the oracle), ``OUT/results.csv`` (one row per run) and plots: per trace, bits and delivered
-rate against time for every policy, and one scatter of target-met share against expected
-accuracy (mean bits where the model has no accuracy profile).
+to the oracle), ``OUT/results.csv`` (one row per run) and plots: per trace, the link's rate,
+and bits and delivered rate against time for every policy, and one scatter of target-met share
+against expected accuracy (mean bits where the model has no accuracy profile).
 """
 
 from __future__ import annotations
@@ -147,15 +147,20 @@ def plots(rows: list[dict[str, Any]], traces: Sequence[Path], policies: Sequence
     import matplotlib.pyplot as plt
 
     for trace in traces:
-        fig, (bits_ax, rate_ax) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-        for row in (r for r in rows if r["trace"] == trace.stem):
+        fig, (link_ax, bits_ax, rate_ax) = plt.subplots(
+            3, 1, figsize=(10, 7.5), sharex=True, height_ratios=(1, 2, 2)
+        )
+        for index, row in enumerate(r for r in rows if r["trace"] == trace.stem):
             windows = read_windows(Path(row["out"]) / "windows.csv")
             t = [w["t_start_s"] for w in windows]
+            if index == 0:
+                link_ax.step(t, [w["trace_mbps"] for w in windows], where="post", color="grey")
             bits_ax.step(t, [w["bits"] for w in windows], where="post", label=row["policy"])
             rate_ax.step(t, [w["delivered_items_per_s"] for w in windows], where="post",
                          label=row["policy"])
         target = next(r["target_rate_items_per_s"] for r in rows if r["trace"] == trace.stem)
         rate_ax.axhline(target, color="grey", linestyle=":", label="target")
+        link_ax.set_ylabel("Mbit/s (link 0)")
         bits_ax.set_ylabel("bits (link 0)")
         rate_ax.set_ylabel("delivered items/s (link 0)")
         rate_ax.set_xlabel("time (s)")

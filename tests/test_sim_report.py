@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.report import SpecError, read_spec
+from sim.report import SpecError, pareto, read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,3 +107,9 @@ def test_the_report_has_a_page_per_pipeline_the_ranking_clipping_and_crosscheck(
     rows = json.loads((out / "digits" / "results.json").read_text())
     assert len(rows) == 2 * 3 and {r["scale"] for r in rows} == {0.1, 0.5}
     assert (runs / "digits" / "fast-quantpipe" / "summary.json").is_file()
+
+
+def test_the_pareto_front_keeps_policies_no_other_beats_on_both_axes():
+    table = [("fixed:2", 0.95, 0.57), ("oracle", 0.95, 0.87), ("mpc", 0.94, 0.82),
+             ("quantpipe", 0.91, 0.87), ("fixed:32", 0.05, 1.0), ("none", None, 0.5)]
+    assert pareto(table) == {"fixed:2", "mpc", "quantpipe", "fixed:32"}  # the oracle aside
