@@ -6,7 +6,8 @@ The replay and the runtime share one clock: rank 0 writes the instant its run st
 applied at that instant plus ``t_i``. Until then every link runs at its trace's first rate, which
 is what the simulator assumes at time 0.
 
-    result = emulate(config, "traces/step-drop.csv", Path("runs/emulated"))
+    traces = link_traces(config, "traces/step-drop.csv")
+    result = emulate(config, "traces/step-drop.csv", traces, Path("runs/emulated"))
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +24,7 @@ from typing import Any
 from emulation.replay import HtbClass, Replayer, replay_trace
 from emulation.topology import chain
 from quantpipe_core.config import Config, to_toml
-from quantpipe_core.runtime.launch import stop, supervise
+from quantpipe_core.runtime.launch import rank_command, stop, supervise
 from quantpipe_core.runtime.plan import resolve_runtime
 from quantpipe_core.runtime.report import read_clock, read_rank_reports, write_merged
 from quantpipe_core.trace import Trace
@@ -40,26 +40,20 @@ class EmulationError(RuntimeError):
 
 @dataclass
 class Emulated:
-    """A finished emulated run: its summary, the replayed traces and how late the changes were."""
+    """A finished emulated run: its summary and the ranks that failed."""
 
     summary: dict[str, Any]
-    traces: list[Trace]
-    replay_late_s: list[float]  # per applied change: tc returned minus due time
     failed_ranks: list[int]
+
+
+def link_traces(config: Config, trace_path: str | Path) -> list[Trace]:
+    """Each link's trace as the replay applies it; `trace_path` where a link names none."""
+    return [replay_trace(link, link.trace or trace_path) for link in config.links]
 
 
 def emulation_duration(config: Config, traces: list[Trace]) -> float:
     """``run.duration_s``, or one pass of the longest trace (as the simulator does)."""
     return config.run.duration_s or max(t.duration_s for t in traces)
-
-
-def rank_command(config_file: Path, rank: int, master: str, out: Path, duration_s: float,
-                 timeout_s: float) -> list[str]:
-    return [
-        sys.executable, "-m", "quantpipe_core.runtime", "--config", str(config_file),
-        "--rank", str(rank), "--master-addr", master, "--master-port", str(MASTER_PORT),
-        "--out", str(out), "--timeout-s", f"{timeout_s:g}", "--duration", f"{duration_s:g}",
-    ]
 
 
 def wait_for_clock(ranks_out: Path, processes: list[subprocess.Popen]) -> float:
@@ -81,17 +75,18 @@ def wait_for_clock(ranks_out: Path, processes: list[subprocess.Popen]) -> float:
 def emulate(
     config: Config,
     trace_path: str | Path,
+    traces: list[Trace],
     out: Path,
     *,
     timeout_s: float = 30.0,
     on_progress: Callable[[float], None] | None = None,
 ) -> Emulated:
-    """Run `config` in Mininet (as root) with `trace_path` on every link that names no trace.
+    """Run `config` in Mininet (as root) with `trace_path` on every link that names no trace;
+    `traces` are the links' traces as `link_traces` loads them.
 
     Writes the four result files into `out`, and into ``out/ranks`` the run's config file,
     each rank's log (``rankR.log``) and raw report. `on_progress` gets the run's seconds so far.
     """
-    traces = [replay_trace(link, link.trace or trace_path) for link in config.links]
     duration = emulation_duration(config, traces)
     ranks_out = out / "ranks"
     shutil.rmtree(ranks_out, ignore_errors=True)
@@ -107,8 +102,8 @@ def emulate(
             for rank, host in enumerate(net.hosts):
                 env = {**os.environ, "GLOO_SOCKET_IFNAME": net.ifname(rank),
                        "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
-                command = rank_command(config_file, rank, net.addr(0), ranks_out, duration,
-                                       timeout_s)
+                command = rank_command(config_file, rank, net.addr(0), MASTER_PORT, ranks_out,
+                                       timeout_s, duration_s=duration)
                 with (ranks_out / f"rank{rank}.log").open("w") as log:
                     processes.append(host.popen(command, env=env, cwd=PROJECT_ROOT, stdout=log,
                                                 stderr=subprocess.STDOUT))
@@ -147,4 +142,4 @@ def emulate(
     }
     summary = write_merged(out, resolve_runtime(config), reports, duration,
                            trace_mbps=[trace.mean_mbps for trace in traces], record=record)
-    return Emulated(summary, traces, late, failed)
+    return Emulated(summary, failed)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from emulation.agreement import percent, write_agreement
-from emulation.emulate import EmulationError, emulate, emulation_duration
-from emulation.replay import replay_config, replay_trace
+from emulation.emulate import EmulationError, emulate, emulation_duration, link_traces
+from emulation.replay import replay_config
 from quantpipe_core.config import ConfigError
 from quantpipe_core.trace import TraceError
 from sim.run import build_parser, default_out, print_summary, run_config
@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config, notes = replay_config(run_config(args), args.trace)
         if config.policy.name == "oracle":
             raise ValueError("the oracle policy reads the trace's future: simulator only")
-        traces = [replay_trace(link, link.trace or args.trace) for link in config.links]
+        traces = link_traces(config, args.trace)
         duration = emulation_duration(config, traces)
     except (ConfigError, TraceError, ValueError) as error:
         return fail(str(error))
@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             def progress(now_s: float) -> None:
                 bar.update(max(0, min(round(now_s), bar.total) - bar.n))
 
-            emulated = emulate(config, args.trace, out, timeout_s=args.timeout_s,
+            emulated = emulate(config, args.trace, traces, out, timeout_s=args.timeout_s,
                                on_progress=progress)
     except EmulationError as error:
         return fail(str(error))

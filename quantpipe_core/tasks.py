@@ -78,11 +78,16 @@ def nearest_other(embeddings: torch.Tensor) -> torch.Tensor:
     return similarity.argmax(1)
 
 
+def takes_digits(model: StagedModel) -> bool:
+    """Whether an image model takes the digits' 8x8 grey images, the labelled images here."""
+    return (model.embed.channels, model.embed.image_size) == (1, 8)
+
+
 def task_for(model: StagedModel, microbatch: int, samples: int | None = None) -> Task:
     """The task QuantPipe scores `model` on, with `microbatch` inputs per microbatch."""
     if model.kind == "embedding":
         return SentenceFidelity(model, microbatch, samples)
-    if (model.embed.channels, model.embed.image_size) != (1, 8):
+    if not takes_digits(model):
         raise ValueError(
             f"{model.name}: QuantPipe measures image classifiers on scikit-learn's 8x8 grey "
             f"digits only; this model takes {model.embed.channels}-channel "
@@ -113,7 +118,7 @@ class RandomImages:
 def inputs_for(model: StagedModel, microbatch: int) -> Task:
     """What the runtime feeds `model`: its scored task, or `RandomImages` for an image model
     without labelled data here."""
-    if model.kind != "embedding" and (model.embed.channels, model.embed.image_size) != (1, 8):
+    if model.kind != "embedding" and not takes_digits(model):
         return RandomImages(model, microbatch)
     return task_for(model, microbatch)
 

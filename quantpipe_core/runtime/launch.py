@@ -37,21 +37,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def rank_command(args: argparse.Namespace, rank: int, port: int, out: Path) -> list[str]:
+def rank_command(
+    config: Path, rank: int, master_addr: str, port: int, out: Path, timeout_s: float, *,
+    duration_s: float | None = None, microbatches: int | None = None, fault: str = "",
+) -> list[str]:
+    """The command that runs `rank` of `config` (here, and in the emulator's hosts)."""
     command = [
-        sys.executable, "-m", "quantpipe_core.runtime", "--config", str(args.config),
-        "--rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", str(port),
-        "--out", str(out), "--timeout-s", str(args.timeout_s),
+        sys.executable, "-m", "quantpipe_core.runtime", "--config", str(config),
+        "--rank", str(rank), "--master-addr", master_addr, "--master-port", str(port),
+        "--out", str(out), "--timeout-s", str(timeout_s),
     ]
-    if args.duration is not None:
-        command += ["--duration", str(args.duration)]
-    if args.microbatches is not None:
-        command += ["--microbatches", str(args.microbatches)]
-    for fault in args.fault:
-        where, _, what = fault.partition(":")
-        if where == str(rank):
-            command += ["--fault", what]
+    if duration_s is not None:
+        command += ["--duration", str(duration_s)]
+    if microbatches is not None:
+        command += ["--microbatches", str(microbatches)]
+    if fault:
+        command += ["--fault", fault]
     return command
+
+
+def rank_fault(faults: list[str], rank: int) -> str:
+    """This rank's part of the hidden ``--fault RANK:KIND:N`` options (testing aid)."""
+    mine = [what for where, _, what in (f.partition(":") for f in faults) if where == str(rank)]
+    return mine[-1] if mine else ""
 
 
 def stop(processes: list[subprocess.Popen]) -> None:
@@ -105,7 +113,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         for rank in range(world):
             processes.append(subprocess.Popen(
-                rank_command(args, rank, port, out), start_new_session=True,
+                rank_command(
+                    args.config, rank, "127.0.0.1", port, out, args.timeout_s,
+                    duration_s=args.duration, microbatches=args.microbatches,
+                    fault=rank_fault(args.fault, rank),
+                ),
+                start_new_session=True,
             ))
         if not supervise(processes, args.timeout_s):
             print("quantpipe launch: ranks still running after a fault: killing them",
