@@ -18,7 +18,6 @@ from two result folders.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections.abc import Sequence
@@ -27,21 +26,16 @@ from typing import Any
 
 import numpy as np
 
+from quantpipe_core.results import read_windows
+
 RATE_ERROR_LIMIT = 0.10
 SAME_BITS_LIMIT = 0.80
 
 
-def read_windows(folder: Path) -> dict[tuple[int, int], dict[str, float | None]]:
+def windows_by_key(folder: Path) -> dict[tuple[int, int], dict[str, float | None]]:
     """``windows.csv`` of a result folder, keyed by (link, window index)."""
-    rows = {}
-    with (folder / "windows.csv").open() as f:
-        for row in csv.DictReader(f):
-            rows[int(row["link"]), int(row["window_index"])] = {
-                key: float(row[key]) if row[key] != "" else None
-                for key in ("t_start_s", "t_end_s", "bits", "measured_mbps", "trace_mbps",
-                            "delivered_items_per_s")
-            }
-    return rows
+    return {(int(row["link"]), int(row["window_index"])): row
+            for row in read_windows(folder / "windows.csv")}
 
 
 def matched_windows(
@@ -58,7 +52,7 @@ def matched_windows(
 
 def agreement(emulated_dir: Path, simulated_dir: Path) -> dict[str, Any]:
     """The two figures overall and per link, the windows they cover, and pass/fail."""
-    emulated, simulated = read_windows(emulated_dir), read_windows(simulated_dir)
+    emulated, simulated = windows_by_key(emulated_dir), windows_by_key(simulated_dir)
     keys = matched_windows(emulated, simulated)
 
     def figures(subset: Sequence[tuple[int, int]]) -> dict[str, Any]:
@@ -116,7 +110,8 @@ def plot_overlay(path: Path, emulated_dir: Path, simulated_dir: Path, title: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = {"emulated": read_windows(emulated_dir), "simulated": read_windows(simulated_dir)}
+    runs = {"emulated": windows_by_key(emulated_dir),
+            "simulated": windows_by_key(simulated_dir)}
     links = sorted({link for link, _ in runs["simulated"]})
     fig, axes = plt.subplots(3, len(links), figsize=(6 + 4 * len(links), 7), sharex=True,
                              squeeze=False)

@@ -176,6 +176,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
 
 
+def read_windows(path: Path) -> list[dict[str, float | None]]:
+    """The rows of a ``windows.csv`` as numbers (an empty cell is None)."""
+    with path.open() as f:
+        return [{k: float(v) if v != "" else None for k, v in row.items()}
+                for row in csv.DictReader(f)]
+
+
 def write_results(
     out: Path, records: Records, info: RunInfo, result: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from quantpipe_core.cli import name_list
 from quantpipe_core.config import Config, ConfigError, load_config
+from quantpipe_core.results import read_windows
 from sim.run import option_overrides
 
 DEFAULT_POLICIES = ("fixed:32", "fixed:8", "fixed:4", "fixed:2", "quantpipe", "controller", "mpc",
@@ -151,7 +152,8 @@ def plots(rows: list[dict[str, Any]], traces: Sequence[Path], policies: Sequence
             3, 1, figsize=(10, 7.5), sharex=True, height_ratios=(1, 2, 2)
         )
         for index, row in enumerate(r for r in rows if r["trace"] == trace.stem):
-            windows = read_windows(Path(row["out"]) / "windows.csv")
+            windows = [w for w in read_windows(Path(row["out"]) / "windows.csv")
+                       if w["link"] == 0]
             t = [w["t_start_s"] for w in windows]
             if index == 0:
                 link_ax.step(t, [w["trace_mbps"] for w in windows], where="post", color="grey")
@@ -182,14 +184,6 @@ def plots(rows: list[dict[str, Any]], traces: Sequence[Path], policies: Sequence
     fig.tight_layout()
     fig.savefig(out / "scatter.png", dpi=90)
     plt.close(fig)
-
-
-def read_windows(path: Path) -> list[dict[str, float | None]]:
-    with path.open() as f:
-        return [
-            {k: float(v) if v != "" else None for k, v in row.items()}
-            for row in csv.DictReader(f) if row["link"] == "0"
-        ]
 
 
 def write_table(rows: list[dict[str, Any]], path: Path) -> None:

@@ -20,10 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantpipe_core.config import Config, ConfigError, load_config
+from quantpipe_core.config import CLIP_METHODS, Config, ConfigError, load_config
 from sim.compare import DEFAULT_POLICIES, cell, compare, mean, plots, ranking, report
-
-CLIP_METHODS = ("minmax", "aciq", "ds-aciq", "percentile", "mse")
 
 
 @dataclass(frozen=True)
