@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from quantpipe_core.config import CLIP_METHODS, Config, ConfigError, load_config
-from sim.compare import DEFAULT_POLICIES, cell, compare, mean, plots, ranking, report
+from sim.compare import (
+    DEFAULT_POLICIES,
+    cell,
+    compare,
+    mean,
+    plots,
+    ranking,
+    report,
+    with_policy,
+)
 
 
 @dataclass(frozen=True)
@@ -55,7 +64,7 @@ class Spec:
             for path in self.traces(folder):
                 if path.name == name:
                     return folder, path
-        raise ValueError(f"{self.path}: no trace named {name!r} in {list(self.folders)}")
+        raise SpecError(f"{self.path}: no trace named {name!r} in {list(self.folders)}")
 
 
 class SpecError(ValueError):
@@ -79,16 +88,35 @@ def read_spec(path: Path, shared: Path | None) -> Spec:
     if missing := [str(p) for p in folders.values() if not p.is_dir()]:
         raise SpecError(f"{path}: no such trace folder: {', '.join(missing)}")
     pipelines = []
-    for entry in data.get("pipelines", []):
+    for index, entry in enumerate(data.get("pipelines", [])):
+        _require(path, f"pipelines[{index}]", entry, ("name", "config"))
         scales = {name: float(entry.get("scales", {}).get(name, 1.0)) for name in folders}
         try:
             config = load_config(base / entry["config"])
         except ConfigError as error:
-            raise SpecError(f"{path}: pipeline {entry.get('name')}: {error}") from None
+            raise SpecError(f"{path}: pipeline {entry['name']}: {error}") from None
         pipelines.append(Pipeline(entry["name"], entry.get("title", entry["name"]), config,
                                   scales))
-    return Spec(path, list(data.get("policies", DEFAULT_POLICIES)), folders, pipelines,
+    spec = Spec(path, list(data.get("policies", DEFAULT_POLICIES)), folders, pipelines,
                 list(data.get("clipping", [])), list(data.get("crosscheck", [])))
+    for policy in spec.policies:
+        for entry in pipelines:
+            try:
+                with_policy(entry.config, policy)
+            except (ConfigError, ValueError) as error:
+                raise SpecError(f"{path}: policies: {error}") from None
+    for index, case in enumerate(spec.clipping):
+        _require(path, f"clipping[{index}]", case, ("pipeline", "trace"))
+        pipeline(spec, case["pipeline"])
+        spec.trace(case["trace"])
+    for index, case in enumerate(spec.crosscheck):
+        _require(path, f"crosscheck[{index}]", case, ("name", "args"))
+    return spec
+
+
+def _require(path: Path, where: str, entry: dict[str, Any], keys: Sequence[str]) -> None:
+    if missing := [key for key in keys if key not in entry]:
+        raise SpecError(f"{path}: {where} needs {', '.join(repr(k) for k in missing)}")
 
 
 def pipeline(spec: Spec, name: str) -> Pipeline:
@@ -305,7 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         spec = read_spec(args.spec, args.shared)
-    except (OSError, tomllib.TOMLDecodeError, KeyError, SpecError) as error:
+    except (OSError, tomllib.TOMLDecodeError, SpecError) as error:
         print(f"sim.report: {error}", file=sys.stderr)
         return 2
     command = "python -m sim.report " + " ".join(sys.argv[1:] if argv is None else argv)

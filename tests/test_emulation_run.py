@@ -172,3 +172,17 @@ def test_measured_over_trace_pairs_each_measurement_with_the_window_it_covers():
         (0, 2): {"bits": 4.0, "measured_mbps": 0.72, "trace_mbps": 0.8},  # covers window 1
     }
     assert measured_over_trace(windows) == {"4": 0.9, "16": 1.25}
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["no-such-trace.csv"], "trace no-such-trace.csv does not exist"),
+    (["traces/step-drop.csv", "--policy", "oracle"], "oracle policy reads the trace's future"),
+    (["traces/step-drop.csv", "--scale", "-1"], "links[0].scale: must be > 0"),
+])
+def test_bad_runs_are_refused_with_a_message_before_any_network_is_built(argv, message):
+    require_root("emulation.run")
+    done = subprocess.run([sys.executable, "-m", "emulation.run", *argv], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert leftovers() == {"netns": [], "veths": [], "processes": []}

@@ -113,3 +113,23 @@ def test_the_pareto_front_keeps_policies_no_other_beats_on_both_axes():
     table = [("fixed:2", 0.95, 0.57), ("oracle", 0.95, 0.87), ("mpc", 0.94, 0.82),
              ("quantpipe", 0.91, 0.87), ("fixed:32", 0.05, 1.0), ("none", None, 0.5)]
     assert pareto(table) == {"fixed:2", "mpc", "quantpipe", "fixed:32"}  # the oracle aside
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (('config = "digits.toml"', ""), r"pipelines\[0\] needs 'config'"),
+    (('trace = "slow.csv"', 'trace = "fast.cvs"'), "no trace named 'fast.cvs'"),
+    (('pipeline = "digits"', 'pipeline = "digit"'), "no pipeline named 'digit'"),
+    (('"fixed:2"', '"fixed:5"'), "policies: .*5 bits"),
+    (('args = "traces/fast.csv --config digits.toml"', ""), r"crosscheck\[0\] needs 'args'"),
+])
+def test_a_spec_that_cannot_run_is_refused_before_anything_runs(spec, change, message):
+    spec.write_text(spec.read_text().replace(*change))
+    with pytest.raises(SpecError, match=message):
+        read_spec(spec, spec.parent / "shared")
+    done = subprocess.run(
+        [sys.executable, "-m", "sim.report", str(spec), "--shared", str(spec.parent / "shared"),
+         "--out", str(spec.parent / "pages")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and done.stderr.startswith("sim.report: ")
+    assert "Traceback" not in done.stderr and not (spec.parent / "pages").exists()
