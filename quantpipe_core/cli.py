@@ -33,13 +33,12 @@ def bits_list(*, allow_float: bool) -> Callable[[str], list[int]]:
     return parse
 
 
-def method_list(text: str) -> list[str]:
-    """An argparse type for ``"minmax,ds-aciq"``: clipping method names, checked."""
-    from quantpipe_core.quant import METHODS
+def codec_list(text: str) -> list[str]:
+    """An argparse type for ``"minmax/none/tensor,ds-aciq"``: codec labels, checked, as full
+    labels (a left-out part takes the default)."""
+    from quantpipe_core.quant import Codec
 
-    methods = name_list(text)
-    if bad := [m for m in methods if m not in METHODS]:
-        raise argparse.ArgumentTypeError(
-            f"unknown clipping method(s) {bad}; choose from {', '.join(METHODS)}"
-        )
-    return methods
+    try:
+        return [Codec.parse(label).label for label in name_list(text)]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None

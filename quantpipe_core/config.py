@@ -25,10 +25,11 @@ from typing import Any, Protocol
 from quantpipe_core.policy import BUILT_IN, FLOAT_BITS, FixedPolicy, make_policy
 
 # Copies of names whose home modules import torch (quantpipe_core.models.load and
-# quantpipe_core.quant.clipping); tests/test_config.py checks that they stay equal.
+# quantpipe_core.quant); tests/test_config.py checks that they stay equal.
 BUILTIN_MODELS = ("digits-vit", "minilm", "vit-base")
 CLIP_METHODS = ("minmax", "aciq", "ds-aciq", "percentile", "mse")
-GRANULARITIES = ("tensor", "token")
+GRANULARITIES = ("tensor", "token", "auto")
+TRANSFORMS = ("none", "hadamard")
 
 SIM_ONLY_POLICIES = ("oracle",)
 POLICY_NAMES = (*BUILT_IN, *SIM_ONLY_POLICIES)
@@ -263,12 +264,28 @@ class QuantConfig:
     clip: str = field(default="ds-aciq", metadata=spec(Choice(CLIP_METHODS), (
         f"clipping method: {', '.join(CLIP_METHODS)}"
     )))
-    granularity: str = field(default="tensor", metadata=spec(Choice(GRANULARITIES), (
-        'one clip range per "tensor" or per "token"'
+    transform: str = field(default="hadamard", metadata=spec(Choice(TRANSFORMS), (
+        '"hadamard" rotates the hidden dimension before clipping (spreads outlier channels), '
+        '"none" sends it as it is'
+    )))
+    granularity: str = field(default="auto", metadata=spec(Choice(GRANULARITIES), (
+        'one clip range per "tensor", per "token", or "auto" (per token where the ranges add '
+        "at most 10 % to the payload)"
+    )))
+    outliers: int = field(default=0, metadata=spec(Integer(0), (
+        "channels of largest magnitude sent apart at 16 bits, per tensor (0 = none)"
     )))
     allowed_bits: tuple[int, ...] = field(default=(2, 3, 4, 6, 8, 16), metadata=spec(Bits(), (
         f"bitwidths a policy may pick, each 1..16 or {FLOAT_BITS}, distinct; sorted on load"
     )))
+
+
+    @property
+    def codec(self) -> str:
+        """The codec label (`quantpipe_core.quant.Codec`) these options name; profiles are keyed
+        by it."""
+        tail = f"/o{self.outliers}" if self.outliers else ""
+        return f"{self.clip}/{self.transform}/{self.granularity}{tail}"
 
 
 @dataclass(frozen=True)

@@ -1,13 +1,14 @@
 """Measure accuracy profiles: the model's output quality with the activation at a cut quantized.
 
     python -m quantpipe_core.evaluate --model digits-vit --cuts all \\
-        --bits 2,3,4,6,8,16 --clip minmax,aciq,ds-aciq,percentile,mse
+        --bits 2,3,4,6,8,16 --codecs minmax/none/tensor,ds-aciq/hadamard/auto
 
-For each cut, clipping method and bitwidth, every microbatch's carry at that cut goes through the
-real codec (encode, decode) and the rest of the model runs on what arrives. Writes
+For each cut, codec scheme (a `quantpipe_core.quant.Codec` label: clipping method, transform,
+granularity, outlier channels) and bitwidth, every microbatch's carry at that cut goes through
+the real codec (encode, decode) and the rest of the model runs on what arrives. Writes
 ``OUT/MODEL.json`` (the profile the simulator and policies read; schema in
 `quantpipe_core.profiles.accuracy`) and ``OUT/MODEL.md`` (tables with bootstrap standard errors,
-and paired differences between DS-ACIQ and the other methods).
+and paired differences between DS-ACIQ and the other methods with the same options).
 """
 
 from __future__ import annotations
@@ -27,16 +28,22 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from quantpipe_core.cli import bits_list, method_list, name_list
+from quantpipe_core.cli import bits_list, codec_list, name_list
 from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import through_link
 from quantpipe_core.profiles.accuracy import SCHEMA
 from quantpipe_core.profiles.files import profile_stem
-from quantpipe_core.quant import GRANULARITIES, METHODS
+from quantpipe_core.quant import Codec
 from quantpipe_core.tasks import Task, sample_count, task_for
 
 DEFAULT_BITS = (2, 3, 4, 6, 8, 16)
-# --combine measures these methods at these bitwidths: where the single-cut drops are large
+# the schemes profiled by default: the plain methods as version 1 sent them, and the same methods
+# with the default options (Hadamard rotation, automatic granularity)
+DEFAULT_CODECS = tuple(
+    f"{method}/{options}" for options in ("none/tensor", "hadamard/auto")
+    for method in ("minmax", "aciq", "ds-aciq")
+)
+# --combine measures schemes of these methods at these bitwidths: where the drops are large
 COMBINED_METHODS = ("minmax", "aciq", "ds-aciq")
 COMBINED_MAX_BITS = 4
 
@@ -65,15 +72,15 @@ class CutEvaluator:
         with torch.no_grad():
             self.prefix = [model.run(mb, 0, self.indices[0] + 1) for mb in task.microbatches]
 
-    def scores(self, bits: int, method: str, granularity: str) -> dict[str, np.ndarray]:
-        outputs = [self._finish(carry, bits, method, granularity) for carry in self.prefix]
+    def scores(self, bits: int, codec: str) -> dict[str, np.ndarray]:
+        outputs = [self._finish(carry, bits, codec) for carry in self.prefix]
         return self.task.scores(torch.cat(outputs))
 
-    def _finish(self, carry: Carry, bits: int, method: str, granularity: str) -> torch.Tensor:
+    def _finish(self, carry: Carry, bits: int, codec: str) -> torch.Tensor:
         bounds = [*self.indices, len(self.model.unit_names) - 1]
         with torch.no_grad():
             for here, following in pairwise(bounds):
-                carry = through_link(carry, bits, method, granularity=granularity)
+                carry = through_link(carry, bits, codec)
                 carry = self.model.run(carry, here + 1, following + 1)
         return carry["hidden"]
 
@@ -83,15 +90,16 @@ def evaluate(
     task: Task,
     cuts: Sequence[str],
     bits: Sequence[int],
-    methods: Sequence[str],
+    codecs: Sequence[str],
     *,
-    granularity: str = "tensor",
     combine: Sequence[str] = (),
     resamples: int = 200,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The profile dictionary (see `quantpipe_core.profiles.accuracy`) for these settings."""
+    """The profile dictionary (see `quantpipe_core.profiles.accuracy`) for these settings; the
+    profile is keyed by each codec's full label."""
+    methods = [Codec.parse(c).label for c in codecs]
     resampler = Resampler.make(sample_count(task), resamples, seed)
     float32: dict[str, float] = {}
     values: dict[str, dict] = {m: {} for m in task.metrics}
@@ -102,12 +110,12 @@ def evaluate(
     for cut in cuts:
         evaluator = CutEvaluator(model, task, [cut])
         if not float32:  # 32 bits sends the carry as it is: the same at every cut
-            unquantized = evaluator.scores(32, "minmax", granularity)
+            unquantized = evaluator.scores(32, methods[0])
             float32 = {metric: float(s.mean()) for metric, s in unquantized.items()}
         for method in methods:
             for b in bits:
                 bar.set_postfix_str(f"{cut} {method} {b}b")
-                scores = evaluator.scores(b, method, granularity)
+                scores = evaluator.scores(b, method)
                 per_input[cut, method, b] = scores
                 for metric, s in scores.items():
                     cell = values[metric].setdefault(cut, {}).setdefault(method, {})
@@ -117,8 +125,8 @@ def evaluate(
                 bar.update()
     bar.close()
     combined = [
-        combined_case(model, task, combine, b, m, granularity, values, float32)
-        for m in methods if m in COMBINED_METHODS
+        combined_case(model, task, combine, b, m, values, float32)
+        for m in methods if Codec.parse(m).method in COMBINED_METHODS
         for b in bits if b <= COMBINED_MAX_BITS
     ] if combine else []
     return {
@@ -127,7 +135,6 @@ def evaluate(
         "metric": task.metric,
         "float32": float32,
         "microbatch": len(next(iter(task.microbatches[0].values()))),
-        "granularity": granularity,
         "samples": sample_count(task),
         "data": task.data,
         "resamples": resamples,
@@ -145,15 +152,17 @@ def differences(
     resampler: Resampler,
     metrics: Sequence[str],
 ) -> list[dict[str, Any]]:
-    """DS-ACIQ minus each other method at each cut and bitwidth, with paired bootstrap errors."""
+    """DS-ACIQ minus each other method with the same options, at each cut and bitwidth, with
+    paired bootstrap errors."""
     rows = []
     for (cut, method, bits), scores in per_input.items():
-        if method != "ds-aciq":
+        codec = Codec.parse(method)
+        if codec.method != "ds-aciq":
             continue
-        for other in ("aciq", "minmax"):
+        for other in (codec.with_options(method=m).label for m in ("aciq", "minmax")):
             if (cut, other, bits) not in per_input:
                 continue
-            row: dict[str, Any] = {"cut": cut, "bits": bits, "versus": other}
+            row: dict[str, Any] = {"cut": cut, "bits": bits, "codec": method, "versus": other}
             for metric in metrics:
                 delta = scores[metric] - per_input[cut, other, bits][metric]
                 row[metric] = round(float(delta.mean()), 6)
@@ -168,12 +177,11 @@ def combined_case(
     cuts: Sequence[str],
     bits: int,
     method: str,
-    granularity: str,
     values: dict[str, dict],
     float32: dict[str, float],
 ) -> dict[str, Any]:
     """Quantize at every cut in `cuts` at once; compare with the sum of the single-cut drops."""
-    scores = CutEvaluator(model, task, cuts).scores(bits, method, granularity)
+    scores = CutEvaluator(model, task, cuts).scores(bits, method)
     case: dict[str, Any] = {"cuts": list(cuts), "method": method, "bits": bits}
     for metric, s in scores.items():
         singles = [values[metric].get(c, {}).get(method, {}).get(str(bits)) for c in cuts]
@@ -189,9 +197,9 @@ def markdown(profile: dict[str, Any]) -> str:
     lines = [
         f"# Accuracy profile: {profile['model']}",
         "",
-        f"Data: {profile['data']}. Microbatch {profile['microbatch']}, granularity "
-        f"{profile['granularity']}, {profile['resamples']} bootstrap resamples for the standard "
-        f"errors (±). Float32: "
+        f"Data: {profile['data']}. Microbatch {profile['microbatch']}, "
+        f"{profile['resamples']} bootstrap resamples for the standard errors (±). Methods are "
+        "codec labels: clipping method / transform / granularity. Float32: "
         + ", ".join(f"{m} {v:.4f}" for m, v in profile["float32"].items())
         + f". Created {profile['created']}.",
         "",
@@ -212,11 +220,11 @@ def markdown(profile: dict[str, Any]) -> str:
     if profile["differences"]:
         metric = profile["metric"]
         lines += [f"## DS-ACIQ minus other methods ({metric}, paired bootstrap ±)", ""]
-        lines += ["| cut | bits | versus | difference |", "|---|---|---|---|"]
+        lines += ["| cut | bits | ds-aciq as | versus | difference |", "|---|---|---|---|---|"]
         for row in profile["differences"]:
             if row["bits"] <= 4:
                 lines += [
-                    f"| {row['cut']} | {row['bits']} | {row['versus']} | "
+                    f"| {row['cut']} | {row['bits']} | {row['codec']} | {row['versus']} | "
                     f"{row[metric]:+.4f} ± {row[metric + '_stderr']:.4f} |"
                 ]
         lines += [""]
@@ -249,10 +257,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="comma-separated cut ids (e.g. block1.gelu,block1.out) or 'all'")
     parser.add_argument("--bits", type=bits_list(allow_float=False), default=list(DEFAULT_BITS),
                         help="bitwidths, 1..16 (default 2,3,4,6,8,16)")
-    parser.add_argument("--clip", type=method_list, default=list(METHODS),
-                        help=f"clipping methods (default {','.join(METHODS)})")
-    parser.add_argument("--granularity", choices=GRANULARITIES, default="tensor",
-                        help="one clip range per tensor or per token (default tensor)")
+    parser.add_argument("--codecs", type=codec_list, default=list(DEFAULT_CODECS),
+                        help="codec labels, method[/transform[/granularity[/oK]]], e.g. "
+                        "ds-aciq/hadamard/auto (default: minmax, aciq and ds-aciq, each "
+                        "with none/tensor and with hadamard/auto)")
     parser.add_argument("--microbatch", type=int, default=8, help="inputs per microbatch (8)")
     parser.add_argument("--samples", type=int, default=None,
                         help="score only the first N inputs (default: all)")
@@ -265,14 +273,52 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="torch threads (default 1: small tensors run faster on one)")
     parser.add_argument("--out", type=Path, default=Path("runs/accuracy"),
                         help="output folder (default runs/accuracy)")
+    parser.add_argument("--merge", nargs="+", metavar="PROFILE.json",
+                        help="measure nothing: merge these profiles of one model (e.g. cuts "
+                        "measured by parallel runs) into OUT/MODEL.json")
     args = parser.parse_args(argv)
     if args.microbatch < 1:
         parser.error("--microbatch must be at least 1")
     return args
 
 
+def merge(profiles: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One profile from several runs on the same model, data and settings (e.g. cuts measured in
+    parallel processes); refuses runs that cannot be compared."""
+    first = profiles[0]
+    same = ("model", "metric", "float32", "microbatch", "samples", "data", "resamples")
+    for other in profiles[1:]:
+        if differing := [key for key in same if other.get(key) != first.get(key)]:
+            raise ValueError(f"cannot merge profiles that differ in {', '.join(differing)}")
+    merged = {**first, "values": {}, "stderr": {}, "differences": [], "combined": []}
+    for profile in profiles:
+        for table in ("values", "stderr"):
+            for metric, cuts in profile[table].items():
+                for cut, codecs in cuts.items():
+                    merged[table].setdefault(metric, {}).setdefault(cut, {}).update(codecs)
+        merged["differences"] += profile["differences"]
+        merged["combined"] += profile["combined"]
+    merged["command"] = " && ".join(p["command"] for p in profiles if "command" in p)
+    return merged
+
+
+def write_profile(profile: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = profile_stem(profile["model"])
+    (out / f"{stem}.json").write_text(json.dumps(profile, indent=1) + "\n")
+    (out / f"{stem}.md").write_text(markdown(profile))
+    print(f"wrote {out / stem}.json and .md")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        try:
+            write_profile(merge([json.loads(Path(p).read_text()) for p in args.merge]), args.out)
+        except (OSError, ValueError, KeyError) as error:
+            print(f"evaluate: --merge: {error}", file=sys.stderr)
+            return 2
+        return 0
     torch.set_num_threads(max(args.threads, 1))
     try:
         model = load_model(args.model)
@@ -284,17 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"evaluate: {error}", file=sys.stderr)
         return 2
     profile = evaluate(
-        model, task, cuts, args.bits, args.clip, granularity=args.granularity,
+        model, task, cuts, args.bits, args.codecs,
         combine=args.combine, resamples=args.resamples, seed=args.seed,
     )
     profile["command"] = "python -m quantpipe_core.evaluate " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = profile_stem(model.name, args.granularity)
-    (args.out / f"{stem}.json").write_text(json.dumps(profile, indent=1) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(profile))
-    print(f"wrote {args.out / stem}.json and .md")
+    write_profile(profile, args.out)
     return 0
 
 

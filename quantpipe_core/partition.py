@@ -90,19 +90,19 @@ class Placement:
 
 
 def tensor_link_bytes(
-    shapes: Sequence[Sequence[Sequence[int]]], granularity: str = "tensor"
+    shapes: Sequence[Sequence[Sequence[int]]], **codec: object
 ) -> LinkBytes:
     """`link_bytes` for `partition`: the tensors crossing each cut, sized as the codec sends them.
 
     `shapes[i]` lists the shapes of the tensors that cross a cut after unit i (a residual stream
-    and a hidden activation may cross together).
+    and a hidden activation may cross together). `codec` are `wire_size`'s options.
     """
     frozen = [[tuple(shape) for shape in cut] for cut in shapes]
 
     def link_bytes(unit: int, bits: int) -> int:
         if not 0 <= unit < len(frozen):
             raise ValueError(f"no tensor shapes for a cut after unit {unit}")
-        return sum(wire_size(shape, bits, granularity=granularity) for shape in frozen[unit])
+        return sum(wire_size(shape, bits, **codec) for shape in frozen[unit])
 
     return link_bytes
 

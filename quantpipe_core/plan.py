@@ -106,7 +106,7 @@ def resolve(
             traces.append(load_link_trace(link, path))
             paths.append(Path(path))
     cuts = choose_cuts(model, config, profiles, traces)
-    accuracy = shipped_accuracy_profile(model.name, config.quant.granularity)
+    accuracy = shipped_accuracy_profile(model.name)
     return Plan(model, profiles, traces, paths, cuts, accuracy)
 
 
@@ -129,11 +129,10 @@ def device_profile(model: StagedModel, config: Config, path: str, speed: float) 
     if path:
         profile = ComputeProfile.from_file(path)
     else:
-        shipped = shipped_compute_profile(model.name, config.quant.granularity)
+        shipped = shipped_compute_profile(model.name)
         if shipped is None:
             raise ValueError(
-                f"no compute profile is shipped for {model.name!r} with "
-                f"{config.quant.granularity} granularity: measure one with "
+                f"no compute profile is shipped for {model.name!r}: measure one with "
                 f"`python -m quantpipe_core.profile --model {config.model.name}` and set "
                 "devices[].profile to the file"
             )
@@ -193,7 +192,7 @@ def auto_cuts(
         graph.add_edge(a, b, mbps=mbps, latency_s=config.links[k].latency_s)
     placement = partition(
         unit_s, link_bytes(model, mb, tokens=config.model.tokens,
-                           granularity=config.quant.granularity),
+                           codec=config.quant.codec),
         graph, bits=max(config.quant.allowed_bits), unit_names=model.unit_names,
         source=names[0], sink=names[-1],
     )
@@ -211,7 +210,7 @@ def build_specs(
     simulator passes one that also knows the oracle).
     """
     make_policy_for = make_policy_for or link_policy
-    model, mb, clip = plan.model, config.model.microbatch, config.quant.clip
+    model, mb, clip = plan.model, config.model.microbatch, config.quant.codec
     indices = [model.cut_index(c) for c in plan.cuts]
     bounds = [0, *(i + 1 for i in indices), len(model.unit_names)]
     bits = sorted({*config.quant.allowed_bits, FLOAT_BITS})
@@ -233,7 +232,7 @@ def build_specs(
         specs = model.carry_specs(cut, mb, config.model.tokens)
         links.append(LinkSpec(
             trace=plan.traces[k] if plan.traces else None,
-            packet_bytes={b: carry_wire_size(specs, b, granularity=config.quant.granularity)
+            packet_bytes={b: carry_wire_size(specs, b, clip)
                           for b in bits},
             policy=make_policy_for(config, plan.traces[k] if plan.traces else None),
             tensor_shape=specs[0].shape,
@@ -275,7 +274,7 @@ def target_rate(config: Config, stages: Sequence[StageSpec]) -> float:
 def accuracy_function(plan: Plan, config: Config) -> Callable[[Sequence[int]], float | None] | None:
     if plan.accuracy is None:
         return None
-    profile, cuts, clip = plan.accuracy, plan.cuts, config.quant.clip
+    profile, cuts, clip = plan.accuracy, plan.cuts, config.quant.codec
 
     def accuracy_of(bits: Sequence[int]) -> float | None:
         return profile.combined(dict(zip(cuts, bits, strict=True)), clip)

@@ -5,8 +5,8 @@
 Times are medians over ``--repeats`` runs after one warm-up, with torch limited to each thread
 count in turn (stages that share a machine in emulation run one thread each). The codec is
 timed once per kind of cut (``embed``, ``attn``, ``gelu``, ``out``) on the real activation at that
-cut of the middle block, for every method and bitwidth. Writes ``OUT/MODEL.json`` (schema in
-`quantpipe_core.profiles.compute`).
+cut of the middle block, for every codec scheme (label) and bitwidth. Writes ``OUT/MODEL.json``
+(schema in `quantpipe_core.profiles.compute`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,19 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from quantpipe_core.cli import bits_list, int_list, method_list
+from quantpipe_core.cli import bits_list, codec_list, int_list
 from quantpipe_core.datasets import digits, stdlib_sentences
 from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_model, model_dir
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.profiles.compute import SCHEMA
 from quantpipe_core.profiles.files import profile_stem
-from quantpipe_core.quant import GRANULARITIES, METHODS
+from quantpipe_core.quant import METHODS
 from quantpipe_core.timing import median_s
 
 DEFAULT_BITS = (2, 3, 4, 6, 8, 16, 32)
+# every clipping method as version 1 sent it, and with the default options
+DEFAULT_CODECS = tuple(f"{method}/{options}" for options in ("none/tensor", "hadamard/auto")
+                       for method in METHODS)
 
 
 def sample_input(model: StagedModel, microbatch: int, tokens: int) -> Carry:
@@ -79,7 +82,6 @@ def codec_times(
     methods: Sequence[str],
     bits: Sequence[int],
     repeats: int,
-    granularity: str = "tensor",
 ) -> dict[str, Any]:
     """Median encode and decode seconds of the carry at each kind of cut."""
     table: dict[str, Any] = {}
@@ -88,13 +90,10 @@ def codec_times(
             carry = model.run(inputs, 0, model.cut_index(cut) + 1)
             for method in methods:
                 for b in bits:
-                    frame = encode_carry(carry, b, method, granularity=granularity)
+                    frame = encode_carry(carry, b, method)
                     table.setdefault(kind, {}).setdefault(method, {})[str(b)] = {
                         "encode_s": median_s(
-                            lambda c=carry, b=b, m=method: encode_carry(
-                                c, b, m, granularity=granularity
-                            ),
-                            repeats,
+                            lambda c=carry, b=b, m=method: encode_carry(c, b, m), repeats
                         ),
                         "decode_s": median_s(lambda f=frame: decode_carry(f), repeats),
                     }
@@ -122,7 +121,6 @@ def profile(
     *,
     tokens: int,
     repeats: int,
-    granularity: str = "tensor",
     progress: bool = True,
 ) -> dict[str, Any]:
     """The compute profile dictionary (see `quantpipe_core.profiles.compute`)."""
@@ -134,7 +132,7 @@ def profile(
         inputs = sample_input(model, m, tokens)
         units.setdefault(str(t), {})[str(m)] = unit_times(model, inputs, repeats)
         codec.setdefault(str(t), {})[str(m)] = codec_times(
-            model, inputs, methods, bits, repeats, granularity
+            model, inputs, methods, bits, repeats
         )
     return {
         "schema": SCHEMA,
@@ -144,7 +142,6 @@ def profile(
         "units": units,
         "codec": codec,
         "codec_measured_at": codec_cuts(model),
-        "granularity": granularity,
         "repeats": repeats,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -164,10 +161,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="microbatch sizes (default 1,8)")
     parser.add_argument("--bits", type=bits_list(allow_float=True), default=list(DEFAULT_BITS),
                         help="bitwidths for the codec, 1..16 or 32 (default 2,3,4,6,8,16,32)")
-    parser.add_argument("--clip", type=method_list, default=list(METHODS),
-                        help=f"clipping methods (default {','.join(METHODS)})")
-    parser.add_argument("--granularity", choices=GRANULARITIES, default="tensor",
-                        help="clip ranges per tensor or per token for the codec (tensor)")
+    parser.add_argument("--codecs", type=codec_list, default=list(DEFAULT_CODECS),
+                        help="codec labels, method[/transform[/granularity[/oK]]] (default: "
+                        "every clipping method with none/tensor and with hadamard/auto)")
     parser.add_argument("--tokens", type=int, default=32,
                         help="sequence length for text models (default 32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per median (5)")
@@ -189,14 +185,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"profile: {error}", file=sys.stderr)
         return 2
     result = profile(
-        model, args.threads, args.microbatch, args.clip, args.bits,
-        tokens=args.tokens, repeats=args.repeats, granularity=args.granularity,
+        model, args.threads, args.microbatch, args.codecs, args.bits,
+        tokens=args.tokens, repeats=args.repeats,
     )
     result["command"] = "python -m quantpipe_core.profile " + " ".join(
         sys.argv[1:] if argv is None else argv
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{profile_stem(model.name, args.granularity)}.json"
+    path = args.out / f"{profile_stem(model.name)}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}")
     return 0

@@ -20,6 +20,7 @@ from quantpipe_core.profiles import (
     shipped_compute_profile,
 )
 from quantpipe_core.profiles.accuracy import SCHEMA, monotone
+from quantpipe_core.quant import DEFAULT
 
 
 def accuracy_profile(table: dict[str, float], float32: float = 0.97) -> AccuracyProfile:
@@ -110,31 +111,35 @@ def test_profile_files_are_checked(tmp_path):
 def test_evaluate_writes_a_profile_the_loader_reads(tmp_path, capsys):
     code = evaluate.main([
         "--model", "digits-vit", "--cuts", "block1.gelu,block2.out", "--bits", "1,8",
-        "--clip", "minmax,aciq,ds-aciq", "--samples", "96", "--resamples", "20",
+        "--codecs", "minmax,aciq,ds-aciq", "--samples", "96", "--resamples", "20",
         "--combine", "block1.gelu,block2.out", "--out", str(tmp_path),
     ])
     assert code == 0
     p = AccuracyProfile.from_file(tmp_path / "digits-vit.json")
     assert p.metric == "top1" and p.data["samples"] == 96 and p.data["microbatch"] == 8
     assert set(p.cuts()) == {"block1.gelu", "block2.out"}
-    one_bit = p.value("block1.gelu", "minmax", 1)
-    assert one_bit < p.value("block1.gelu", "minmax", 8) <= p.float32() + 0.05
-    assert {row["versus"] for row in p.data["differences"]} == {"aciq", "minmax"}
+    minmax = "minmax/hadamard/auto"  # a label left short takes the default options
+    one_bit = p.value("block1.gelu", minmax, 1)
+    assert one_bit < p.value("block1.gelu", minmax, 8) <= p.float32() + 0.05
+    assert {row["versus"] for row in p.data["differences"]} == {
+        "aciq/hadamard/auto", "minmax/hadamard/auto"}
     assert len(p.data["combined"]) == 3  # minmax, aciq, ds-aciq at 1 bit
     assert "DS-ACIQ minus" in (tmp_path / "digits-vit.md").read_text()
 
 
 def test_sentence_fidelity_is_perfect_at_32_bits_and_falls_at_1_bit(tmp_path):
     code = evaluate.main([
-        "--model", "minilm", "--cuts", "block2.out", "--bits", "1,16", "--clip", "minmax",
-        "--samples", "64", "--resamples", "20", "--out", str(tmp_path),
+        "--model", "minilm", "--cuts", "block2.out", "--bits", "1,16",
+        "--codecs", "minmax/none/tensor", "--samples", "64", "--resamples", "20",
+        "--out", str(tmp_path),
     ])
     assert code == 0
     p = AccuracyProfile.from_file(tmp_path / "minilm.json")
     assert p.metric == "nn_agreement"
     assert p.float32() == 1.0 and p.float32("cosine") == pytest.approx(1.0)
-    assert p.value("block2.out", "minmax", 1) < p.value("block2.out", "minmax", 16)
-    assert p.value("block2.out", "minmax", 16, "cosine") > 0.999
+    plain = "minmax/none/tensor"
+    assert p.value("block2.out", plain, 1) < p.value("block2.out", plain, 16)
+    assert p.value("block2.out", plain, 16, "cosine") > 0.999
 
 
 def test_evaluate_takes_a_model_folder_too(tmp_path):
@@ -142,7 +147,7 @@ def test_evaluate_takes_a_model_folder_too(tmp_path):
     config = json.loads((model_dir("digits-vit") / "config.json").read_text())
     save_folder(load_model("digits-vit"), folder, config)
     code = evaluate.main([
-        "--model", str(folder), "--cuts", "block0.out", "--bits", "4", "--clip", "aciq",
+        "--model", str(folder), "--cuts", "block0.out", "--bits", "4", "--codecs", "aciq",
         "--samples", "16", "--resamples", "10", "--out", str(tmp_path / "out"),
     ])
     assert code == 0
@@ -158,7 +163,8 @@ def test_evaluate_refuses_image_models_it_has_no_data_for(tmp_path, capsys):
 
 
 def test_evaluate_refuses_bad_arguments(capsys):
-    for argv in (["--bits", "0"], ["--clip", "magic"], ["--bits", "two"]):
+    for argv in (["--bits", "0"], ["--codecs", "magic"], ["--codecs", "ds-aciq/fourier"],
+                 ["--bits", "two"]):
         with pytest.raises(SystemExit):
             evaluate.main(argv)
     assert evaluate.main(["--model", "digits-vit", "--cuts", "block7.out"]) == 2
@@ -168,15 +174,15 @@ def test_evaluate_refuses_bad_arguments(capsys):
 def test_profile_writes_unit_and_codec_times(tmp_path):
     code = profile.main([
         "--model", "digits-vit", "--threads", "1", "--microbatch", "1,4", "--bits", "2,32",
-        "--clip", "minmax", "--repeats", "1", "--out", str(tmp_path),
+        "--codecs", "minmax/none/tensor,ds-aciq", "--repeats", "1", "--out", str(tmp_path),
     ])
     assert code == 0
     p = ComputeProfile.from_file(tmp_path / "digits-vit.json")
     model = load_model("digits-vit")
     assert p.unit_names == model.unit_names
     assert all(p.unit_s(u, 4) > 0 for u in model.unit_names)
-    assert p.encode_s("block0.gelu", "minmax", 2, 4) > 0
-    assert p.decode_s("embed", "minmax", 32, 1) > 0
+    assert p.encode_s("block0.gelu", "minmax/none/tensor", 2, 4) > 0
+    assert p.decode_s("embed", "ds-aciq/hadamard/auto", 32, 1) > 0
 
 
 @pytest.mark.parametrize("model_name", ["digits-vit", "minilm"])
@@ -185,15 +191,17 @@ def test_shipped_accuracy_profiles_name_real_cuts(model_name):
     assert p is not None and p.model == model_name
     assert set(p.cuts()) <= set(load_model(model_name).cut_ids)
     for cut in p.cuts():
-        assert p.value(cut, "ds-aciq", 16) > p.value(cut, "minmax", 2)
+        assert p.value(cut, DEFAULT.label, 16) > p.value(cut, "minmax/none/tensor", 2)
 
 
-def test_per_token_profiles_are_shipped_beside_per_tensor_ones():
-    accuracy = shipped_accuracy_profile("minilm", "token")
-    assert accuracy is not None and accuracy.data["granularity"] == "token"
-    compute = shipped_compute_profile("minilm", "token")
-    assert compute is not None and compute.data["granularity"] == "token"
-    assert shipped_accuracy_profile("digits-vit", "token") is None
+@pytest.mark.parametrize("model_name", ["digits-vit", "minilm"])
+def test_shipped_profiles_measure_the_default_codec_and_the_plain_methods(model_name):
+    accuracy = shipped_accuracy_profile(model_name)
+    compute = shipped_compute_profile(model_name)
+    for method in ("minmax", "aciq", "ds-aciq"):
+        for label in (f"{method}/none/tensor", f"{method}/hadamard/auto"):
+            assert accuracy.value(accuracy.cuts()[0], label, 2) is not None
+            assert compute.encode_s("block0.out", label, 2, 8) > 0
 
 
 @pytest.mark.parametrize("model_name", ["digits-vit", "minilm", "vit-base"])
@@ -202,3 +210,21 @@ def test_shipped_compute_profiles_cover_every_unit_with_one_thread(model_name):
     assert p is not None
     assert p.unit_names == load_model(model_name).unit_names
     assert p.stage_s(p.unit_names, 8, threads=1) > 0
+
+
+def test_profiles_of_parallel_runs_merge_into_one(tmp_path, capsys):
+    common = ["--model", "digits-vit", "--bits", "2", "--codecs", "minmax,ds-aciq",
+              "--samples", "32", "--resamples", "10"]
+    for cut in ("embed", "block0.out"):
+        assert evaluate.main([*common, "--cuts", cut, "--out", str(tmp_path / cut)]) == 0
+    parts = [str(tmp_path / cut / "digits-vit.json") for cut in ("embed", "block0.out")]
+    assert evaluate.main(["--merge", *parts, "--out", str(tmp_path / "all")]) == 0
+    merged = AccuracyProfile.from_file(tmp_path / "all" / "digits-vit.json")
+    assert set(merged.cuts()) == {"embed", "block0.out"}
+    assert {row["cut"] for row in merged.data["differences"]} == {"embed", "block0.out"}
+    other = evaluate.main([*common[:-4], "--samples", "16", "--resamples", "10", "--cuts",
+                           "embed", "--out", str(tmp_path / "small")])
+    assert other == 0
+    bad = evaluate.main(["--merge", parts[0], str(tmp_path / "small" / "digits-vit.json"),
+                         "--out", str(tmp_path / "bad")])
+    assert bad == 2 and "cannot merge profiles that differ in" in capsys.readouterr().err

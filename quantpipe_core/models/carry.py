@@ -2,8 +2,9 @@
 
 Frame: magic ``QPCF``, a count byte, then per tensor a name-length byte, the name (ASCII), the
 packet length (uint32, little-endian) and the codec packet (which has its own CRC32). Tensors the
-carry marks exact (the padding mask, 0/1) go at 1 bit with min-max clipping, which is lossless
-for them; the rest at the link's bitwidth with the chosen clipping method.
+carry marks exact (the padding mask, 0/1) go at 1 bit with plain per-tensor min-max, which is
+lossless for them; the rest at the link's bitwidth with the link's codec scheme (`Codec`, or its
+label such as ``ds-aciq/hadamard/auto``).
 """
 
 from __future__ import annotations
@@ -13,34 +14,45 @@ from collections.abc import Callable, Sequence
 
 from quantpipe_core.models.encoder import Carry
 from quantpipe_core.models.staged import CarrySpec, StagedModel
-from quantpipe_core.quant import CorruptPacket, ForeignPacket, TruncatedPacket, decode, encode
+from quantpipe_core.quant import (
+    DEFAULT,
+    Codec,
+    CorruptPacket,
+    ForeignPacket,
+    TruncatedPacket,
+    decode,
+    encode,
+)
 from quantpipe_core.quant import wire_size as packet_size
 
 MAGIC = b"QPCF"
 EXACT_TENSORS = ("mask",)
+EXACT = Codec("minmax", "none", "tensor")
 _LENGTH = struct.Struct("<I")
 
 
-def carry_wire_size(specs: Sequence[CarrySpec], bits: int, *, granularity: str = "tensor") -> int:
+def carry_wire_size(
+    specs: Sequence[CarrySpec], bits: int, codec: Codec | str = DEFAULT
+) -> int:
     """Exact bytes of the frame for these tensors at `bits`, known before encoding."""
+    codec = Codec.parse(codec)
     size = len(MAGIC) + 1
     for spec in specs:
-        tensor_bits, tensor_granularity = (1, "tensor") if spec.exact else (bits, granularity)
+        tensor_bits, tensor_codec = (1, EXACT) if spec.exact else (bits, codec)
         size += 1 + len(spec.name) + _LENGTH.size
-        size += packet_size(spec.shape, tensor_bits, granularity=tensor_granularity)
+        size += packet_size(spec.shape, tensor_bits, **tensor_codec.options())
     return size
 
 
-def encode_carry(
-    carry: Carry, bits: int, method: str = "ds-aciq", *, granularity: str = "tensor"
-) -> bytes:
+def encode_carry(carry: Carry, bits: int, codec: Codec | str = DEFAULT) -> bytes:
     """The frame for `carry` (names in sorted order, so the size never depends on dict order)."""
+    codec = Codec.parse(codec)
     parts = [MAGIC, bytes([len(carry)])]
     for name in sorted(carry):
         if name in EXACT_TENSORS:
-            packet = encode(carry[name], 1, "minmax")
+            packet = encode(carry[name], 1, **EXACT.options())
         else:
-            packet = encode(carry[name], bits, method, granularity=granularity)
+            packet = encode(carry[name], bits, **codec.options())
         parts += [bytes([len(name)]), name.encode("ascii"), _LENGTH.pack(len(packet)), packet]
     return b"".join(parts)
 
@@ -75,23 +87,22 @@ def decode_carry(frame: bytes | bytearray | memoryview) -> Carry:
     return carry
 
 
-def through_link(
-    carry: Carry, bits: int, method: str = "ds-aciq", *, granularity: str = "tensor"
-) -> Carry:
+def through_link(carry: Carry, bits: int, codec: Codec | str = DEFAULT) -> Carry:
     """The carry as the next stage receives it: encoded and decoded exactly as on the wire."""
     if bits == 32:  # float32 travels as it is: skip the copy, the values are the same
         return dict(carry)
-    return decode_carry(encode_carry(carry, bits, method, granularity=granularity))
+    return decode_carry(encode_carry(carry, bits, codec))
 
 
 def link_bytes(
-    model: StagedModel, microbatch: int, *, tokens: int | None = None, granularity: str = "tensor"
+    model: StagedModel, microbatch: int, *, tokens: int | None = None,
+    codec: Codec | str = DEFAULT,
 ) -> Callable[[int, int], int]:
     """Bytes on a link cut after unit ``i`` at ``bits``: the partitioner's ``link_bytes``."""
     cut_ids = model.cut_ids
 
     def size(unit: int, bits: int) -> int:
         specs = model.carry_specs(cut_ids[unit], microbatch, tokens)
-        return carry_wire_size(specs, bits, granularity=granularity)
+        return carry_wire_size(specs, bits, codec)
 
     return size

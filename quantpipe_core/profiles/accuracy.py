@@ -9,16 +9,17 @@ quantpipe_core.evaluate``)::
       "metric": "top1",                  # the metric policies and the simulator use
       "float32": {"top1": 0.9694},       # every metric's value with no quantization
       "microbatch": 8,                   # inputs per microbatch (clip ranges are per microbatch)
-      "granularity": "tensor",           # "tensor" or "token"
       "samples": 719,                    # inputs scored
       "data": "...",                     # what they were
-      "values": {METRIC: {CUT_ID: {METHOD: {BITS: value}}}},
-      "stderr": {METRIC: {CUT_ID: {METHOD: {BITS: bootstrap standard error}}}},
+      "values": {METRIC: {CUT_ID: {CODEC: {BITS: value}}}},
+      "stderr": {METRIC: {CUT_ID: {CODEC: {BITS: bootstrap standard error}}}},
       "combined": [...],                 # measured multi-cut cases (see `evaluate`)
       "created": "...", "versions": {...}, "command": "..."
     }
 
-BITS keys are strings ("2", "3", ...) because JSON keys are. Rules (tested):
+CODEC is a full codec label (``ds-aciq/hadamard/auto``: clipping method, transform, granularity,
+and ``/oK`` for K outlier channels; `quantpipe_core.quant.Codec`). BITS keys are strings ("2",
+"3", ...) because JSON keys are. Rules (tested):
 
 - between measured bitwidths the value is interpolated linearly, after making the measured
   values non-decreasing in bits (pooling adjacent violators: noise can make 8 bits look a hair
@@ -114,7 +115,7 @@ def monotone(values: np.ndarray) -> np.ndarray:
     return np.concatenate([np.full(int(count), mean) for mean, count in blocks])
 
 
-def shipped_accuracy_profile(model: str, granularity: str = "tensor") -> AccuracyProfile | None:
+def shipped_accuracy_profile(model: str) -> AccuracyProfile | None:
     """The profile shipped for a built-in model, or ``None`` (e.g. ``vit-base``: unknown)."""
-    path = shipped_path("accuracy", model, granularity)
+    path = shipped_path("accuracy", model)
     return None if path is None else AccuracyProfile.from_file(path)

@@ -9,13 +9,13 @@ quantpipe_core.profile``)::
       "tokens": 197,                       # sequence length measured with
       "machine": {...},                    # CPU model, cores, torch version
       "units": {THREADS: {MICROBATCH: {UNIT: median seconds}}},
-      "codec": {THREADS: {MICROBATCH: {KIND: {METHOD: {BITS: {"encode_s": s, "decode_s": s}}}}}},
+      "codec": {THREADS: {MICROBATCH: {KIND: {CODEC: {BITS: {"encode_s": s, "decode_s": s}}}}}},
       "codec_measured_at": {KIND: CUT_ID},
-      "granularity": "tensor",             # clip ranges the codec was timed with
       "repeats": 5, "created": "...", "command": "..."
     }
 
-KIND is the kind of cut (``embed``, ``attn``, ``gelu``, ``out``): every cut of a kind carries
+CODEC is a full codec label (``ds-aciq/hadamard/auto``; `quantpipe_core.quant.Codec`). KIND is
+the kind of cut (``embed``, ``attn``, ``gelu``, ``out``): every cut of a kind carries
 tensors of the same shapes, so the codec is timed once per kind, on the real activation at the
 cut named in ``codec_measured_at``, and applies to every cut of that kind.
 
@@ -134,7 +134,7 @@ class ComputeProfile:
         return float(seconds) / self.speed
 
 
-def shipped_compute_profile(model: str, granularity: str = "tensor") -> ComputeProfile | None:
-    """The profile shipped for a built-in model (codec at `granularity`), or ``None``."""
-    path = shipped_path("compute", model, granularity)
+def shipped_compute_profile(model: str) -> ComputeProfile | None:
+    """The profile shipped for a built-in model, or ``None``."""
+    path = shipped_path("compute", model)
     return None if path is None else ComputeProfile.from_file(path)

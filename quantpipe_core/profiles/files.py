@@ -1,5 +1,5 @@
-"""Profile files: named ``MODEL.json`` for per-tensor ranges (``MODEL-token.json`` per token),
-JSON with a ``schema`` key naming their kind."""
+"""Profile files: named ``MODEL.json``, JSON with a ``schema`` key naming their kind; every codec
+scheme a profile measured is a key inside it."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 
-def profile_stem(model: str, granularity: str = "tensor") -> str:
-    """File name (without ``.json``) of `model`'s profile measured with `granularity`."""
-    return model if granularity == "tensor" else f"{model}-{granularity}"
+def profile_stem(model: str) -> str:
+    """File name (without ``.json``) of `model`'s profile."""
+    return model
 
 
 def read_profile(path: str | Path, schema: str, kind: str) -> dict[str, Any]:
@@ -27,8 +27,8 @@ def read_profile(path: str | Path, schema: str, kind: str) -> dict[str, Any]:
     return data
 
 
-def shipped_path(kind: str, model: str, granularity: str = "tensor") -> Path | None:
+def shipped_path(kind: str, model: str) -> Path | None:
     """The shipped ``kind`` ("accuracy" or "compute") profile file of `model`, or ``None``."""
-    name = f"{profile_stem(model, granularity)}.json"
+    name = f"{profile_stem(model)}.json"
     path = resources.files("quantpipe_core.profiles") / kind / name
     return Path(str(path)) if path.is_file() else None

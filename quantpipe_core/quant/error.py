@@ -40,7 +40,16 @@ class HistogramError:
     """
 
     def __init__(self, stats: GroupStats, bits: int) -> None:
-        counts, edges = stats.histogram
+        self._fit(*stats.histogram, bits)
+
+    @classmethod
+    def of_counts(cls, counts: np.ndarray, edges: np.ndarray, bits: int) -> HistogramError:
+        """The estimate for a histogram given as it is (e.g. weighted)."""
+        model = cls.__new__(cls)
+        model._fit(counts, edges, bits)
+        return model
+
+    def _fit(self, counts: np.ndarray, edges: np.ndarray, bits: int) -> None:
         keep = counts > 0
         self.left, self.right = edges[:-1][keep], edges[1:][keep]
         width = np.maximum(self.right - self.left, 1e-300)
@@ -77,3 +86,4 @@ def _sawtooth_integral(u: np.ndarray) -> np.ndarray:
     n = np.floor(u + 0.5)
     v = u - n
     return n / 12.0 + (v * v * v + 0.125) / 3.0
+

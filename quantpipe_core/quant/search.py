@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-DS_MAX_STEPS = 24
+DS_MAX_STEPS = 12
 DS_FIRST_STEP = 0.125
-DS_MIN_STEP = 1.0 / 512
+DS_MIN_STEP = 1.0 / 128
 GRID_POINTS = 48
 
 

@@ -1,47 +1,66 @@
-"""The packet that crosses a link: fixed header, clip ranges, bit-packed payload, CRC32.
+"""The packet that crosses a link: header, options, clip ranges, bit-packed payload, CRC32.
 
-Layout, little-endian:
+Layout of format version 2, little-endian:
 
     offset  size        field
     0       4           magic b"QPAQ"
-    4       1           format version (1)
+    4       1           format version (2)
     5       1           dtype of the tensor to rebuild: 0 float32, 1 float16, 2 bfloat16, 3 float64
     6       1           bits: 1..16, or 32 for float32 values sent as they are
-    7       1           granularity: 0 one range for the tensor, 1 one range per token
+    7       1           clip ranges: 0 one for the tensor, 1 one per token
     8       1           ndim (0..8)
-    9       4 * ndim    shape, uint32 each
-    ...     8 * groups  clip ranges (lo, hi) as float32; none when bits is 32
-    ...     payload     bit-planes of the grid indices (see `packing.py`), or raw float32
+    9       1           transform: 0 none, 1 Hadamard rotation of the last dimension
+    10      4           seed of the rotation's signs (uint32)
+    14      4           k, outlier channels sent apart (uint32)
+    18      4 * ndim    shape, uint32 each
+    ...     4 * k       the outlier channels' indices, increasing (uint32)
+    ...     8 * groups  clip ranges (lo, hi) as float32, of the rotated tensor if rotated
+    ...     8           the outlier channels' range (lo, hi), if k > 0
+    ...     payload     bit-planes of the grid indices (see `packing.py`), or raw float32; the
+                        outlier channels are zeros there
+    ...     payload     the outlier channels' values, 16-bit indices on their own min-max grid
     end-4   4           CRC32 of every byte before it
 
-Magic and version come first and the CRC last in every version, so a decoder can always tell a
-foreign packet, a future one, and a damaged one apart. No pickle: every field is a fixed type.
+Version 1 (still decoded) is version 2 without bytes 9..17 and without outliers. At 32 bits the
+options are recorded as none. Magic and version come first and the CRC last in every version,
+so a decoder can always tell a foreign packet, a future one and a damaged one apart. No pickle:
+every field is a fixed type.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from quantpipe_core.quant import grid, packing
 from quantpipe_core.quant.clipping import (
-    GRANULARITIES,
+    RANGE_GROUPS,
     as_groups,
     check_bits,
-    check_granularity,
     clip_method,
     group_ranges,
     observe,
 )
+from quantpipe_core.quant.scheme import (
+    OUTLIER_BITS,
+    Codec,
+    outlier_count,
+    resolve_granularity,
+)
+from quantpipe_core.quant.transform import TRANSFORMS, rotate, unrotate
 
 MAGIC = b"QPAQ"
-VERSION = 1
+VERSION = 2
 MAX_NDIM = 8
-_PREFIX = struct.Struct("<4sBBBBB")
+_PREFIX_V1 = struct.Struct("<4sBBBBB")
+_OPTIONS = struct.Struct("<BII")
+_PREFIX = struct.Struct("<4sBBBBBBII")
 _CRC = struct.Struct("<I")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -66,62 +85,133 @@ class CorruptPacket(PacketError):
     """The bytes were changed on the way: the checksum or the layout does not hold."""
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What a packet's header says: everything its size and its decoding depend on."""
+
+    version: int
+    dtype: torch.dtype
+    bits: int
+    granularity: str  # "tensor" or "token", resolved
+    shape: tuple[int, ...]
+    transform: str
+    seed: int
+    outliers: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def rows(self) -> int:
+        """Vectors along the last dimension."""
+        return self.numel // self.shape[-1] if self.shape and self.numel else int(self.numel > 0)
+
+    @property
+    def channels(self) -> int:
+        """Length of the last dimension (1 for a scalar)."""
+        return self.shape[-1] if self.shape else 1
+
+    @property
+    def groups(self) -> int:
+        return self.rows if self.granularity == "token" else 1
+
+    @property
+    def header_size(self) -> int:
+        prefix = _PREFIX_V1.size if self.version == 1 else _PREFIX.size
+        return prefix + 4 * len(self.shape) + 4 * self.outliers
+
+    @property
+    def size(self) -> int:
+        if self.bits == grid.FLOAT_BITS:
+            return self.header_size + 4 * self.numel + _CRC.size
+        body = 8 * self.groups + packing.payload_size(self.numel, self.bits)
+        if self.outliers:
+            body += 8 + packing.payload_size(self.rows * self.outliers, OUTLIER_BITS)
+        return self.header_size + body + _CRC.size
+
+
 def group_count(shape: Sequence[int], granularity: str) -> int:
     """Number of clip ranges a packet carries: one per tensor, or one per token."""
     if granularity == "tensor":
         return 1
-    numel = int(np.prod(shape, dtype=np.int64))
+    numel = math.prod(shape)
     return numel // shape[-1] if numel else 0
 
 
-def wire_size(shape: Sequence[int], bits: int, *, granularity: str = "tensor") -> int:
-    """Exact length in bytes of what `encode` returns for a tensor of `shape`."""
-    bits = check_bits(bits, allow_float=True)
+def _layout(shape: Sequence[int], bits: int, codec: Codec, dtype: torch.dtype) -> Layout:
     shape = _check_shape(shape)
-    check_granularity(granularity)
+    granularity = resolve_granularity(shape, bits, codec.granularity)
     if granularity == "token" and not shape:
         raise ValueError("granularity 'token' needs a tensor with at least one dimension")
-    numel = int(np.prod(shape, dtype=np.int64))
     if bits == grid.FLOAT_BITS:
-        body = 4 * numel
-    else:
-        body = 8 * group_count(shape, granularity) + packing.payload_size(numel, bits)
-    return _PREFIX.size + 4 * len(shape) + body + _CRC.size
+        return Layout(VERSION, dtype, bits, "tensor", shape, "none", 0, 0)
+    return Layout(VERSION, dtype, bits, granularity, shape, codec.transform, codec.seed,
+                  outlier_count(shape, codec.outliers))
 
 
-def encode(
-    x: torch.Tensor,
-    bits: int,
-    method: str = "ds-aciq",
-    *,
-    granularity: str = "tensor",
-    dist: str = "auto",
-    pct: float = 99.99,
-) -> bytes:
-    """Quantize `x` to `bits` bits with clip ranges from `method` and pack it for the wire.
+def wire_size(shape: Sequence[int], bits: int, **options: object) -> int:
+    """Exact length in bytes of what `encode` returns for a tensor of `shape` with `options`
+    (those of `encode`; the defaults are `scheme.DEFAULT`'s)."""
+    bits = check_bits(bits, allow_float=True)
+    return _layout(shape, bits, Codec(**options), torch.float32).size
 
-    `bits` 32 sends float32 values as they are. Values outside a clip range saturate to its
-    ends. `dist` and `pct` are passed to the clipping method (see `clip_range`).
+
+def encode(x: torch.Tensor, bits: int, method: str = "ds-aciq", **options: object) -> bytes:
+    """Quantize `x` to `bits` bits and pack it for the wire.
+
+    `options` are `Codec`'s fields: `transform`, `granularity`, `outliers`, `seed`, `dist`,
+    `pct`; any left out take the defaults (`scheme.DEFAULT`). `bits` 32 sends float32 values as
+    they are. Values outside a clip range saturate to its ends.
     """
     bits = check_bits(bits, allow_float=True)
-    chosen = clip_method(method, dist=dist, pct=pct)
-    x2d = as_groups(x, granularity)
-    shape = _check_shape(tuple(x.shape))
+    codec = Codec(method=method, **options)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"expected a floating-point tensor, got dtype {x.dtype}")
     if x.dtype not in _DTYPES:
         raise ValueError(f"unsupported dtype {x.dtype}; use one of {_DTYPES}")
-    channels = shape[-1] if shape else 1
-    prefix = _PREFIX.pack(
-        MAGIC, VERSION, _DTYPES.index(x.dtype), bits, GRANULARITIES.index(granularity), len(shape)
-    ) + struct.pack(f"<{len(shape)}I", *shape)
-    stats = observe(x2d, channels)
+    layout = _layout(tuple(x.shape), bits, codec, x.dtype)
+    x32 = as_groups(x, "tensor").reshape(layout.rows, layout.channels)
+    header = _PREFIX.pack(
+        MAGIC, VERSION, _DTYPES.index(x.dtype), bits, RANGE_GROUPS.index(layout.granularity),
+        len(layout.shape), TRANSFORMS.index(layout.transform), layout.seed, layout.outliers,
+    ) + struct.pack(f"<{len(layout.shape)}I", *layout.shape)
     if bits == grid.FLOAT_BITS:
-        body = x2d.numpy().tobytes()
-    else:
-        lo, hi = group_ranges(stats, bits, chosen)
-        ranges = np.stack([lo, hi], axis=1).astype("<f4").tobytes()
-        body = ranges + packing.pack(stats.quantize(lo, hi, bits), bits)
-    packet = prefix + body
+        observe(x32.reshape(1, -1), 1)  # refuses NaN and Inf, as every bitwidth does
+        packet = header + x32.numpy().tobytes()
+        return packet + _CRC.pack(zlib.crc32(packet))
+    parts = [header]
+    apart_range = apart_payload = b""
+    if layout.outliers:
+        channels, values, x32 = _split_outliers(x32, layout.outliers)
+        apart_stats = observe(values.reshape(1, -1), layout.outliers)
+        lo, hi = grid.as_float32_range(apart_stats.min, apart_stats.max)
+        parts.append(channels.astype("<u4").tobytes())
+        apart_range = np.stack([lo, hi], axis=1).astype("<f4").tobytes()
+        apart_payload = packing.pack(apart_stats.quantize(lo, hi, OUTLIER_BITS), OUTLIER_BITS)
+    if layout.transform == "hadamard":
+        x32 = rotate(x32, layout.seed)
+    stats = observe(as_groups(x32, layout.granularity), layout.channels)
+    lo, hi = group_ranges(stats, bits, clip_method(codec.method, dist=codec.dist, pct=codec.pct))
+    parts += [np.stack([lo, hi], axis=1).astype("<f4").tobytes(), apart_range,
+              packing.pack(stats.quantize(lo, hi, bits), bits), apart_payload]
+    packet = b"".join(parts)
     return packet + _CRC.pack(zlib.crc32(packet))
+
+
+def _split_outliers(
+    x32: torch.Tensor, count: int
+) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """(increasing indices of the `count` largest-magnitude channels, their values, the rest with
+    those channels zeroed) of a `(rows, channels)` tensor."""
+    peak = x32.abs().amax(dim=0)
+    channels = torch.sort(torch.topk(peak, count).indices).values
+    values = x32[:, channels].contiguous()
+    rest = x32.clone()
+    rest[:, channels] = 0.0
+    return channels.numpy(), values, rest
 
 
 def decode(data: bytes | bytearray | memoryview) -> torch.Tensor:
@@ -132,78 +222,100 @@ def decode(data: bytes | bytearray | memoryview) -> torch.Tensor:
         raise ForeignPacket(
             f"not a QuantPipe packet: starts with {bytes(view[:4])!r}, not {MAGIC!r}"
         )
-    if n < _PREFIX.size + _CRC.size:
+    if n < _PREFIX_V1.size + _CRC.size:
         raise TruncatedPacket(
-            f"truncated packet: {n} bytes, a header alone takes {_PREFIX.size + 4}"
+            f"truncated packet: {n} bytes, a header alone takes {_PREFIX_V1.size + _CRC.size}"
         )
-    (stored_crc,) = _CRC.unpack_from(view, n - _CRC.size)
-    if zlib.crc32(view[: n - _CRC.size]) != stored_crc:
-        expected = _announced_size(view)
-        if expected is not None and n < expected:
-            raise TruncatedPacket(f"truncated packet: {n} bytes, its header announces {expected}")
-        raise CorruptPacket(f"corrupt packet: CRC32 mismatch over {n} bytes")
-    _, version, dtype_code, bits, gran_code, ndim = _PREFIX.unpack_from(view, 0)
+    version = view[4]
     if version > VERSION:
         raise UnsupportedVersion(
             f"packet format version {version} is newer than this decoder's ({VERSION}); "
             "upgrade quantpipe"
         )
-    layout = _parse_layout(view, version, dtype_code, bits, gran_code, ndim)
+    (stored_crc,) = _CRC.unpack_from(view, n - _CRC.size)
+    if zlib.crc32(view[: n - _CRC.size]) != stored_crc:
+        layout = _parse_layout(view)
+        if layout is not None and n < layout.size:
+            raise TruncatedPacket(f"truncated packet: {n} bytes, its header announces "
+                                  f"{layout.size}")
+        raise CorruptPacket(f"corrupt packet: CRC32 mismatch over {n} bytes")
+    layout = _parse_layout(view)
     if layout is None:
         raise CorruptPacket("corrupt packet: the checksum holds but the header fields are invalid")
-    dtype, shape, granularity, offset = layout
-    if n != wire_size(shape, bits, granularity=granularity):
+    if n != layout.size:
         raise CorruptPacket(
-            f"corrupt packet: {n} bytes where shape {shape} at {bits} bits takes "
-            f"{wire_size(shape, bits, granularity=granularity)}"
+            f"corrupt packet: {n} bytes where shape {layout.shape} at {layout.bits} bits "
+            f"takes {layout.size}"
         )
-    numel = int(np.prod(shape, dtype=np.int64))
-    if bits == grid.FLOAT_BITS:
-        values = torch.from_numpy(
-            np.frombuffer(view, dtype="<f4", count=numel, offset=offset).copy()
-        )
-        return values.reshape(shape).to(dtype)
-    groups = group_count(shape, granularity)
-    ranges = np.frombuffer(view, dtype="<f4", count=2 * groups, offset=offset).reshape(groups, 2)
-    lo, hi = ranges[:, 0].astype(np.float32), ranges[:, 1].astype(np.float32)
-    payload = view[offset + 8 * groups : n - _CRC.size]
-    q = packing.unpack(payload, numel, bits).reshape(groups, -1 if groups else 0)
-    return grid.dequantize(q, lo, hi, bits).reshape(shape).to(dtype)
+    offset = layout.header_size
+    if layout.bits == grid.FLOAT_BITS:
+        values = np.frombuffer(view, dtype="<f4", count=layout.numel, offset=offset).copy()
+        return torch.from_numpy(values).reshape(layout.shape).to(layout.dtype)
+    channels = np.frombuffer(view, dtype="<u4", count=layout.outliers,
+                             offset=offset - 4 * layout.outliers).astype(np.int64)
+    if np.any(np.diff(channels) <= 0) or np.any(channels >= max(layout.shape[-1:] or [1])):
+        raise CorruptPacket("corrupt packet: outlier channel indices out of order or range")
+    ranges = np.frombuffer(view, dtype="<f4", count=2 * layout.groups + 2 * bool(layout.outliers),
+                           offset=offset).reshape(-1, 2)
+    if not (np.isfinite(ranges).all() and (ranges[:, 0] <= ranges[:, 1]).all()):
+        raise CorruptPacket("corrupt packet: a clip range is not finite or is reversed")
+    offset += 8 * len(ranges)
+    main_bytes = packing.payload_size(layout.numel, layout.bits)
+    q = packing.unpack(view[offset: offset + main_bytes], layout.numel, layout.bits)
+    lo, hi = ranges[: layout.groups, 0].copy(), ranges[: layout.groups, 1].copy()
+    per_group = layout.numel // layout.groups if layout.groups else 0
+    y = grid.dequantize(q.reshape(layout.groups, per_group), lo, hi, layout.bits)
+    y = y.reshape(layout.rows, layout.channels)
+    if layout.transform == "hadamard":
+        y = unrotate(y, layout.seed)
+    if layout.outliers:
+        count = layout.rows * layout.outliers
+        q_apart = packing.unpack(view[offset + main_bytes: n - _CRC.size], count, OUTLIER_BITS)
+        apart = grid.dequantize(q_apart.reshape(1, -1), ranges[-1:, 0].copy(),
+                                ranges[-1:, 1].copy(), OUTLIER_BITS)
+        y[:, torch.from_numpy(channels)] = apart.reshape(layout.rows, layout.outliers)
+    return y.reshape(layout.shape).to(layout.dtype)
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     dims = tuple(shape)
     if len(dims) > MAX_NDIM:
         raise ValueError(f"tensors of at most {MAX_NDIM} dimensions can be sent, got {len(dims)}")
-    if not all(isinstance(d, int | np.integer) and 0 <= d < 2**32 for d in dims):
+    if not all(isinstance(d, int | np.integer) and not isinstance(d, bool) and 0 <= d < 2**32
+               for d in dims):
         raise ValueError(f"shape must be non-negative integers below 2**32, got {shape!r}")
     return tuple(int(d) for d in dims)
 
 
-def _parse_layout(
-    view: memoryview, version: int, dtype_code: int, bits: int, gran_code: int, ndim: int
-) -> tuple[torch.dtype, tuple[int, ...], str, int] | None:
-    """(dtype, shape, granularity, offset of the ranges) from a header, or None if invalid."""
+def _parse_layout(view: memoryview) -> Layout | None:
+    """The layout a (possibly damaged) header announces, or None if its fields make no sense."""
+    version = view[4]
+    if version == 1:
+        _, _, dtype_code, bits, gran_code, ndim = _PREFIX_V1.unpack_from(view, 0)
+        transform_code, seed, outliers, prefix = 0, 0, 0, _PREFIX_V1.size
+    elif version == VERSION and len(view) >= _PREFIX.size + _CRC.size:
+        (_, _, dtype_code, bits, gran_code, ndim, transform_code, seed,
+         outliers) = _PREFIX.unpack_from(view, 0)
+        prefix = _PREFIX.size
+    else:
+        return None
     valid = (
-        version == VERSION
-        and dtype_code < len(_DTYPES)
+        dtype_code < len(_DTYPES)
         and (grid.MIN_BITS <= bits <= grid.MAX_BITS or bits == grid.FLOAT_BITS)
-        and gran_code < len(GRANULARITIES)
+        and gran_code < len(RANGE_GROUPS)
+        and transform_code < len(TRANSFORMS)
         and ndim <= MAX_NDIM
-        and len(view) >= _PREFIX.size + 4 * ndim + _CRC.size
+        and len(view) >= prefix + 4 * ndim + _CRC.size
     )
     if not valid:
         return None
-    shape = struct.unpack_from(f"<{ndim}I", view, _PREFIX.size)
-    if GRANULARITIES[gran_code] == "token" and ndim == 0:
+    shape = struct.unpack_from(f"<{ndim}I", view, prefix)
+    layout = Layout(version, _DTYPES[dtype_code], bits, RANGE_GROUPS[gran_code], shape,
+                    TRANSFORMS[transform_code], seed, outliers)
+    if layout.granularity == "token" and ndim == 0:
         return None
-    return _DTYPES[dtype_code], shape, GRANULARITIES[gran_code], _PREFIX.size + 4 * ndim
-
-
-def _announced_size(view: memoryview) -> int | None:
-    """The size a (possibly damaged) header announces, if its fields make sense."""
-    _, version, dtype_code, bits, gran_code, ndim = _PREFIX.unpack_from(view, 0)
-    layout = _parse_layout(view, version, dtype_code, bits, gran_code, ndim)
-    if layout is None:
+    if outliers != outlier_count(shape, outliers) or (
+        version == VERSION and bits == grid.FLOAT_BITS and (outliers or transform_code or gran_code)
+    ):
         return None
-    return wire_size(layout[1], bits, granularity=layout[2])
+    return layout

@@ -283,7 +283,7 @@ class Rank:
 
     def compute_loop(self) -> None:
         items = self.source_items() if self.rank == 0 else self.inbox_items()
-        clip, granularity = self.config.quant.clip, self.config.quant.granularity
+        codec = self.config.quant.codec
         for microbatch, t_source, carry in items:
             if self.fault_kind == "die" and microbatch == self.fault_at:
                 os._exit(3)  # testing aid: a crash, with nothing said and nothing written
@@ -305,7 +305,7 @@ class Rank:
             assert self.sender is not None
             with self.sender_lock:
                 bits = self.sender.bits_for_next(start)
-            frame = bytearray(encode_carry(out, bits, clip, granularity=granularity))
+            frame = bytearray(encode_carry(out, bits, codec))
             if self.fault_kind == "corrupt" and microbatch == self.fault_at:
                 frame[len(frame) // 2] ^= 0xFF  # testing aid: one flipped byte on the wire
             self.records.stage_end[microbatch, self.rank] = self.clock()

@@ -1,0 +1,118 @@
+"""A codec scheme: every option that decides what `encode` sends, named by one label.
+
+The options, each recorded in the packet so that `decode` needs nothing else:
+
+- `method`: the clipping method (`clipping.METHODS`);
+- `transform`: `"hadamard"` rotates the last dimension before clipping (see `transform.py`),
+  `"none"` sends the tensor as it is;
+- `granularity`: one clip range per `"tensor"`, one per `"token"` (vector along the last
+  dimension), or `"auto"`: per token where the ranges add at most a tenth to the payload
+  (`AUTO_TOKEN_SHARE`), else per tensor;
+- `outliers`: how many channels (of the last dimension) travel apart at 16 bits, chosen per
+  tensor as those with the largest magnitude;
+- `seed`: the rotation's random signs;
+- `dist`, `pct`: passed to the ACIQ fits and to `percentile`.
+
+A label names the options that change bytes or values: ``method/transform/granularity`` plus
+``/oK`` for K outlier channels, e.g. ``ds-aciq/hadamard/auto``. Profiles are keyed by labels.
+A shorter label takes the defaults for what it leaves out: ``minmax`` is ``minmax/hadamard/auto``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+
+import numpy as np
+
+from quantpipe_core.quant.aciq import DISTRIBUTIONS
+from quantpipe_core.quant.clipping import METHODS, check_dist_pct
+from quantpipe_core.quant.transform import TRANSFORMS
+
+GRANULARITIES = ("tensor", "token", "auto")
+AUTO_TOKEN_SHARE = 0.10
+RANGE_BITS = 64  # one (lo, hi) pair of float32
+OUTLIER_BITS = 16
+SEED_LIMIT = 2**32
+
+
+def _check_choice(option: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
+
+
+@dataclass(frozen=True)
+class Codec:
+    """The options of one codec scheme; the defaults are the scheme that measured best on the
+    models' outputs (docs/quantization.md)."""
+
+    method: str = "ds-aciq"
+    transform: str = "hadamard"
+    granularity: str = "auto"
+    outliers: int = 0
+    seed: int = 0
+    dist: str = "auto"
+    pct: float = 99.99
+
+    def __post_init__(self) -> None:
+        _check_choice("clipping method", self.method, METHODS)
+        _check_choice("transform", self.transform, TRANSFORMS)
+        _check_choice("granularity", self.granularity, GRANULARITIES)
+        _check_choice("dist", self.dist, DISTRIBUTIONS)
+        if isinstance(self.outliers, bool) or not isinstance(self.outliers, int | np.integer) \
+                or self.outliers < 0:
+            raise ValueError(f"outliers must be a non-negative integer, got {self.outliers!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) \
+                or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be an integer in 0..2**32-1, got {self.seed!r}")
+        check_dist_pct(self.dist, self.pct)
+
+    @classmethod
+    def parse(cls, label: str | Codec) -> Codec:
+        """The scheme a label names (see the module docstring); a `Codec` is returned as it is."""
+        if isinstance(label, Codec):
+            return label
+        if not isinstance(label, str) or not label:
+            raise ValueError(f"a codec label is a string like 'ds-aciq/hadamard/auto', "
+                             f"got {label!r}")
+        parts = label.split("/")
+        options: dict[str, object] = {}
+        if parts[-1].startswith("o") and parts[-1][1:].isdecimal() and len(parts) > 1:
+            options["outliers"] = int(parts.pop()[1:])
+        if len(parts) > 3:
+            raise ValueError(f"codec label {label!r} has too many parts; "
+                             "write method/transform/granularity[/oK]")
+        for name, value in zip(("method", "transform", "granularity"), parts, strict=False):
+            options[name] = value
+        return cls(**options)
+
+    @property
+    def label(self) -> str:
+        tail = f"/o{self.outliers}" if self.outliers else ""
+        return f"{self.method}/{self.transform}/{self.granularity}{tail}"
+
+    def options(self) -> dict[str, object]:
+        """Keyword arguments for `encode` and `wire_size`."""
+        return asdict(self)
+
+    def with_options(self, **changes: object) -> Codec:
+        return replace(self, **changes)
+
+
+DEFAULT = Codec()
+
+
+def outlier_count(shape: Sequence[int], outliers: int) -> int:
+    """Outlier channels a packet of `shape` carries: at most the last dimension's length."""
+    if math.prod(shape) == 0:
+        return 0
+    return min(outliers, shape[-1] if shape else 1)
+
+
+def resolve_granularity(shape: Sequence[int], bits: int, granularity: str) -> str:
+    """`"tensor"` or `"token"`: what `"auto"` means for this shape and bitwidth."""
+    if granularity != "auto":
+        return granularity
+    channels = shape[-1] if shape else 1
+    return "token" if AUTO_TOKEN_SHARE * channels * bits >= RANGE_BITS else "tensor"

@@ -1,0 +1,91 @@
+"""Orthogonal rotations of the last dimension, applied before clipping and undone after decoding.
+
+Pretrained transformers carry a few outlier channels that stretch any shared clip range. A
+random-sign Walsh-Hadamard rotation (as in QuIP#, QuaRot) spreads each channel over a block of
+channels, so one range fits all of them; being orthonormal, it changes no squared error, so a
+clip range that lowers the error of the rotated tensor lowers the original's by as much.
+
+The last dimension `n` is cut into blocks of `b`, the largest power of two dividing it (384 ->
+3 blocks of 128); each block is rotated by `H_b D`, with `H_b` the normalised Hadamard matrix and
+`D` random signs. `H_b` is applied as a mixed-radix fast transform: `H_b` is the Kronecker
+product of Hadamard matrices of at most 16 points, each applied along its own axis as a small
+matrix product, so the cost is O(n * 16 * log16 b), not the O(n * b) of a dense product.
+
+The signs come from a seed by SplitMix64 (defined here, not by any library's random stream), so
+a seed in a packet means the same rotation on every machine and every version.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+import torch
+
+TRANSFORMS = ("none", "hadamard")
+MAX_RADIX = 16
+
+
+def block_size(n: int) -> int:
+    """Length of the rotated blocks of a last dimension of `n`: its largest power-of-two divisor."""
+    return n & -n if n > 0 else 1
+
+
+@cache
+def _hadamard(points: int) -> torch.Tensor:
+    """Unnormalised Sylvester-Hadamard matrix of `points` (a power of two) points."""
+    h = torch.ones(1, 1)
+    while h.shape[0] < points:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h
+
+
+def _radices(b: int) -> list[int]:
+    """Factors of `b` (a power of two), each at most MAX_RADIX."""
+    factors = []
+    while b > 1:
+        factors.append(min(b, MAX_RADIX))
+        b //= factors[-1]
+    return factors
+
+
+def signs(n: int, seed: int) -> torch.Tensor:
+    """`n` float32 signs (+1 or -1), a fixed function of `seed` (SplitMix64 of seed + index)."""
+    with np.errstate(over="ignore"):
+        z = (np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64)
+             * np.uint64(0x9E3779B97F4A7C15))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return torch.from_numpy(np.where(z >> np.uint64(63), -1.0, 1.0).astype(np.float32))
+
+
+def _walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
+    """Normalised Hadamard transform of each block of the last dimension of a float32 tensor."""
+    n = x.shape[-1]
+    b = block_size(n)
+    if b == 1 or x.numel() == 0:
+        return x.clone()  # callers may write into the result
+    *outer, last = _radices(b)
+    y = x.reshape(-1, b)
+    tail = b
+    for radix in outer:  # along a middle axis: a batch of (radix x radix) @ (radix x tail)
+        tail //= radix
+        y = torch.matmul(_hadamard(radix), y.reshape(-1, radix, tail))
+    # along the last axis (H is symmetric), with the normalisation folded into the matrix
+    return torch.matmul(y.reshape(-1, last), _hadamard(last) / math.sqrt(b)).reshape(x.shape)
+
+
+def rotate(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """`x` (float32) rotated along its last dimension: H (D x)."""
+    if x.dim() == 0:
+        return x.clone()
+    return _walsh_hadamard(x * signs(x.shape[-1], seed))
+
+
+def unrotate(y: torch.Tensor, seed: int) -> torch.Tensor:
+    """Inverse of `rotate`: D (H y), since H is symmetric and orthonormal and D its own inverse."""
+    if y.dim() == 0:
+        return y.clone()
+    return _walsh_hadamard(y).mul_(signs(y.shape[-1], seed))
