@@ -273,7 +273,7 @@ class QuantConfig:
         "at most 10 % to the payload)"
     )))
     outliers: int = field(default=0, metadata=spec(Integer(0), (
-        "channels of largest magnitude sent apart at 16 bits, per tensor (0 = none)"
+        "channels of largest magnitude sent apart at 16 bits, per tensor; 0: none"
     )))
     allowed_bits: tuple[int, ...] = field(default=(2, 3, 4, 6, 8, 16), metadata=spec(Bits(), (
         f"bitwidths a policy may pick, each 1..16 or {FLOAT_BITS}, distinct; sorted on load"

@@ -29,7 +29,7 @@ from quantpipe_core.datasets import digits, stdlib_sentences
 from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_model, model_dir
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.profiles.compute import SCHEMA
-from quantpipe_core.profiles.files import profile_stem
+from quantpipe_core.profiles.files import profile_stem, read_profile
 from quantpipe_core.quant import METHODS
 from quantpipe_core.timing import median_s
 
@@ -121,16 +121,22 @@ def profile(
     *,
     tokens: int,
     repeats: int,
+    units_from: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """The compute profile dictionary (see `quantpipe_core.profiles.compute`)."""
+    """The compute profile dictionary (see `quantpipe_core.profiles.compute`). With
+    `units_from` (an earlier profile of the model) its unit times are kept and only the codec
+    is timed."""
     units: dict[str, Any] = {}
     codec: dict[str, Any] = {}
     settings = [(t, m) for t in threads for m in microbatches]
     for t, m in tqdm(settings, desc=model.name, unit="setting", disable=not progress):
         torch.set_num_threads(t)
         inputs = sample_input(model, m, tokens)
-        units.setdefault(str(t), {})[str(m)] = unit_times(model, inputs, repeats)
+        if units_from is None:
+            units.setdefault(str(t), {})[str(m)] = unit_times(model, inputs, repeats)
+        else:
+            units.setdefault(str(t), {})[str(m)] = units_from["units"][str(t)][str(m)]
         codec.setdefault(str(t), {})[str(m)] = codec_times(
             model, inputs, methods, bits, repeats
         )
@@ -145,6 +151,20 @@ def profile(
         "repeats": repeats,
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def earlier_units(
+    path: Path, model: StagedModel, threads: Sequence[int], microbatches: Sequence[int]
+) -> dict[str, Any]:
+    """An earlier profile whose unit times can stand for these settings, or a ValueError."""
+    earlier = read_profile(path, SCHEMA, "compute")
+    if earlier["model"] != model.name:
+        raise ValueError(f"{path} profiles {earlier['model']!r}, not {model.name!r}")
+    missing = [f"{t} threads, microbatch {m}" for t in threads for m in microbatches
+               if str(m) not in earlier["units"].get(str(t), {})]
+    if missing:
+        raise ValueError(f"{path} has no unit times for {'; '.join(missing)}")
+    return earlier
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -169,6 +189,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per median (5)")
     parser.add_argument("--out", type=Path, default=Path("runs/compute"),
                         help="output folder (default runs/compute)")
+    parser.add_argument("--units-from", type=Path, metavar="PROFILE.json",
+                        help="keep this earlier profile's unit times (same model, threads and "
+                        "microbatches) and time only the codec")
     args = parser.parse_args(argv)
     if min(args.threads, default=0) < 1 or min(args.microbatch, default=0) < 1:
         parser.error("--threads and --microbatch need positive integers")
@@ -181,13 +204,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         model = load_model(args.model)
+        units_from = None if args.units_from is None else earlier_units(
+            args.units_from, model, args.threads, args.microbatch)
     except ValueError as error:
         print(f"profile: {error}", file=sys.stderr)
         return 2
     result = profile(
         model, args.threads, args.microbatch, args.codecs, args.bits,
-        tokens=args.tokens, repeats=args.repeats,
+        tokens=args.tokens, repeats=args.repeats, units_from=units_from,
     )
+    if units_from is not None:
+        result["units_measured"] = units_from.get("created")
     result["command"] = "python -m quantpipe_core.profile " + " ".join(
         sys.argv[1:] if argv is None else argv
     )

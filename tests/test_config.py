@@ -100,7 +100,9 @@ def test_the_defaults_are_the_documented_ones():
     cfg = load_config()
     assert (cfg.model.name, cfg.model.microbatch, cfg.model.tokens) == ("vit-base", 8, 32)
     assert (cfg.model.cuts, cfg.model.partition) == ((), "manual")
-    assert (cfg.quant.clip, cfg.quant.granularity) == ("ds-aciq", "tensor")
+    assert (cfg.quant.clip, cfg.quant.transform, cfg.quant.granularity) == (
+        "ds-aciq", "hadamard", "auto")
+    assert (cfg.quant.outliers, cfg.quant.codec) == (0, "ds-aciq/hadamard/auto")
     assert cfg.quant.allowed_bits == (2, 3, 4, 6, 8, 16)
     assert (cfg.policy.name, cfg.policy.window, cfg.policy.params) == ("quantpipe", 8, {})
     assert (cfg.source.mode, cfg.source.target_rate, cfg.source.max_in_flight) == (
@@ -412,3 +414,16 @@ def test_the_reference_shows_the_current_defaults_and_its_examples_run(tmp_path,
     write(tmp_path, example)
     monkeypatch.chdir(tmp_path)
     exec(reference.split("```python\n")[1].split("```")[0], {})  # it loads run.toml
+
+
+def test_quant_options_name_a_codec_and_bad_ones_are_refused(tmp_path):
+    from quantpipe_core.quant import Codec
+
+    cfg = load_config(write(tmp_path, '[quant]\nclip = "aciq"\ntransform = "none"\n'
+                                      'granularity = "token"\noutliers = 2\n'))
+    assert cfg.quant.codec == "aciq/none/token/o2" == Codec.parse(cfg.quant.codec).label
+    for bad, message in (('transform = "fft"', "'fft' is not one of none, hadamard"),
+                         ("outliers = -1", "must be >= 0"),
+                         ('granularity = "chanel"', "'chanel' is not one of tensor, token, auto")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, f"[quant]\n{bad}\n"))

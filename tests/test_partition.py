@@ -248,12 +248,13 @@ def test_a_large_model_on_many_devices_is_planned_quickly():
 
 
 @pytest.mark.parametrize("bits", [*range(1, 17), 32])
-@pytest.mark.parametrize("granularity", ["tensor", "token"])
+@pytest.mark.parametrize("granularity", ["tensor", "token", "auto"])
 def test_tensor_link_bytes_are_the_codec_wire_sizes(bits, granularity):
     shapes = [[(8, 197, 768)], [(8, 197, 768), (8, 197, 3072)], [(3, 5)]]
-    link_bytes = tensor_link_bytes(shapes, granularity)
+    link_bytes = tensor_link_bytes(shapes, granularity=granularity, outliers=2)
     for i, cut in enumerate(shapes):
-        expected = sum(wire_size(shape, bits, granularity=granularity) for shape in cut)
+        expected = sum(wire_size(shape, bits, granularity=granularity, outliers=2)
+                       for shape in cut)
         assert link_bytes(i, bits) == expected
     with pytest.raises(ValueError, match="no tensor shapes for a cut after unit 3"):
         link_bytes(3, bits)

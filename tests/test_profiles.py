@@ -228,3 +228,19 @@ def test_profiles_of_parallel_runs_merge_into_one(tmp_path, capsys):
     bad = evaluate.main(["--merge", parts[0], str(tmp_path / "small" / "digits-vit.json"),
                          "--out", str(tmp_path / "bad")])
     assert bad == 2 and "cannot merge profiles that differ in" in capsys.readouterr().err
+
+
+def test_profile_can_keep_earlier_unit_times_and_time_only_the_codec(tmp_path, capsys):
+    args = ["--model", "digits-vit", "--threads", "1", "--microbatch", "2", "--bits", "2",
+            "--repeats", "1"]
+    assert profile.main([*args, "--codecs", "minmax", "--out", str(tmp_path / "a")]) == 0
+    earlier = tmp_path / "a" / "digits-vit.json"
+    assert profile.main([*args, "--codecs", "aciq", "--units-from", str(earlier),
+                         "--out", str(tmp_path / "b")]) == 0
+    first = ComputeProfile.from_file(earlier)
+    second = ComputeProfile.from_file(tmp_path / "b" / "digits-vit.json")
+    assert second.data["units"] == first.data["units"]
+    assert second.encode_s("embed", "aciq/hadamard/auto", 2, 2) > 0
+    assert profile.main([*args, "--threads", "2", "--units-from", str(earlier),
+                         "--out", str(tmp_path / "c")]) == 2
+    assert "no unit times for 2 threads" in capsys.readouterr().err

@@ -28,29 +28,23 @@ def test_ci_runs_the_readmes_test_block():
 
 def test_setup_pins_the_cpu_torch_in_the_same_install_as_the_project():
     setup = (ROOT / "scripts" / "setup.sh").read_text()
-    assert re.search(r'"torch==2\.13\.0" -e "\.\[test\]"', setup)
+    assert re.search(r'"torch==2\.13\.0" -e "\.\[test,cluster\]"', setup)
     assert "--system-site-packages" in setup and "/usr/bin/python3" in setup
 
 
 def test_codec_benchmark_runs_and_reports_its_goals():
     out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "codec.py"),
-            "--repeats",
-            "1",
-            "--bits",
-            "2",
-            "--methods",
-            "minmax,ds-aciq",
-        ],
+        [sys.executable, str(ROOT / "benchmarks" / "codec.py"), "--repeats", "1", "--bits", "2",
+         "--codecs", "minmax/none/tensor,ds-aciq/none/tensor,ds-aciq/hadamard/auto"],
         capture_output=True,
         text=True,
         check=True,
         timeout=300,
     ).stdout
-    assert "minmax encode 2 bits >= 1000 MB/s" in out
-    assert re.search(r"ds-aciq encode within 3x minmax at 2 bits: \d+\.\d+x", out)
+    assert re.search(r"ds-aciq/none/tensor encode <= 2.0x minmax at 2 bits: \d+\.\d+x", out)
+    assert re.search(r"ds-aciq/hadamard/auto encode <= 2.5x minmax at 2 bits: \d+\.\d+x", out)
+    assert "every scheme decodes >= 1000 MB/s" in out
+    assert "digits ViT: default encode + decode <= the model's compute" in out
 
 
 def test_codec_benchmark_refuses_bad_arguments_clearly():

@@ -15,7 +15,7 @@ import torch
 
 from quantpipe_core.quant import grid
 
-HISTOGRAM_BINS = 1024
+HISTOGRAM_BINS = 512
 HISTOGRAM_SAMPLES = 1 << 16
 
 
@@ -92,11 +92,13 @@ class GroupStats:
 
     @cached_property
     def histogram(self) -> tuple[np.ndarray, np.ndarray]:
-        """(counts, edges) of the whole tensor over [min, max], from `sample`."""
+        """(counts, edges) of the whole tensor over [min, max], from `sample`: HISTOGRAM_BINS
+        bins, fewer for a small sample (about 16 values a bin, at least 128 bins)."""
         lo, hi = float(self.min[0]), float(self.max[0])
-        counts = torch.histc(self.sample, HISTOGRAM_BINS, lo, hi).double().numpy()
+        bins = min(HISTOGRAM_BINS, max(128, self.sample.numel() // 16))
+        counts = torch.histc(self.sample, bins, lo, hi).double().numpy()
         counts *= self.x2d.numel() / max(self.sample.numel(), 1)
-        return counts, np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+        return counts, np.linspace(lo, hi, bins + 1)
 
     def quantize(self, lo: np.ndarray, hi: np.ndarray, bits: int) -> torch.Tensor:
         """`grid.quantize` of the groups, memoised for the last (lo, hi, bits) asked."""
