@@ -3,7 +3,7 @@
 # (/usr/bin/python3) that also sees its site-packages, so Debian's `mininet` module (installed
 # for that Python) is importable next to torch. torch is installed in the same pip command as
 # its CPU pin, so nothing pulls the multi-GB CUDA build.
-#   bash scripts/setup.sh          # project + test tools
+#   bash scripts/setup.sh          # project, test tools and Ray (the cluster extra)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,5 +27,5 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv --system-site-packages .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-    "torch==2.13.0" -e ".[test]"
+    "torch==2.13.0" -e ".[test,cluster]"
 echo "setup: ready; use .venv/bin/python" >&2
