@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 TARGET_MET_SHARE = 0.95  # an interval meets the target when the sink got 95 % of it
+RUN_FILES = ("timeline.csv", "windows.csv", "summary.json", "plot.png")
 
 
 @dataclass
@@ -184,16 +185,25 @@ def read_windows(path: Path) -> list[dict[str, float | None]]:
 
 
 def write_results(
-    out: Path, records: Records, info: RunInfo, result: dict[str, Any] | None = None
+    out: Path,
+    records: Records,
+    info: RunInfo,
+    result: dict[str, Any] | None = None,
+    files: Collection[str] = RUN_FILES,
 ) -> dict[str, Any]:
-    """Write the four files into `out` and return the summary (`result`, if already made)."""
+    """Write `files` (default: all four) into `out` and return the summary (`result`, if
+    already made). A sweep keeps only some of them for each of its many runs."""
     out.mkdir(parents=True, exist_ok=True)
     windows = window_rows(records, info)
-    write_csv(out / "timeline.csv", timeline_rows(records, info.stages))
-    write_csv(out / "windows.csv", windows)
+    if "timeline.csv" in files:
+        write_csv(out / "timeline.csv", timeline_rows(records, info.stages))
+    if "windows.csv" in files:
+        write_csv(out / "windows.csv", windows)
     result = summary(records, info) if result is None else result
-    (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    plot(out / "plot.png", windows, records, info)
+    if "summary.json" in files:
+        (out / "summary.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
+    if "plot.png" in files:
+        plot(out / "plot.png", windows, records, info)
     return result
 
 

@@ -9,7 +9,7 @@ summarize.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from quantpipe_core.plan import (
     run_record,
 )
 from quantpipe_core.policy import Policy
-from quantpipe_core.results import Records, RunInfo, summary, write_results
+from quantpipe_core.results import RUN_FILES, Records, RunInfo, summary, write_results
 from quantpipe_core.trace import Trace
 from sim.oracle import OraclePolicy
 from sim.pipeline import Pipeline
@@ -39,9 +39,10 @@ class SimResult:
     cuts: list[str]
     summary: dict[str, Any]
 
-    def write(self, out: str | Path) -> dict[str, Any]:
-        """Write timeline.csv, windows.csv, summary.json and plot.png into `out`."""
-        return write_results(Path(out), self.records, self.info, self.summary)
+    def write(self, out: str | Path, files: Collection[str] = RUN_FILES) -> dict[str, Any]:
+        """Write `files` (default: timeline.csv, windows.csv, summary.json and plot.png) into
+        `out`; returns the summary."""
+        return write_results(Path(out), self.records, self.info, self.summary, files)
 
 
 def simulate(
