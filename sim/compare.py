@@ -1,10 +1,11 @@
 """Compare policies on traces: ``python -m sim.compare TRACES... --policies ...``.
 
-Runs every (trace, policy) pair in parallel processes, keeps each run's four files under
-``OUT/<trace>-<policy>/``, and writes ``OUT/report.md`` (a table per trace, a ranking, the gap
-to the oracle), ``OUT/results.csv`` (one row per run) and plots: per trace, the link's rate,
-and bits and delivered rate against time for every policy, and one scatter of target-met share
-against expected accuracy (mean bits where the model has no accuracy profile).
+Runs every (trace, policy) pair on an engine (`sim.engine`: local processes, or Ray with
+``--backend ray``), keeps each run's four files under ``OUT/<trace>-<policy>/``, and writes
+``OUT/report.md`` (a table per trace, a ranking, the gap to the oracle), ``OUT/results.csv`` (one
+row per run) and plots: per trace, the link's rate, and bits and delivered rate against time for
+every policy, and one scatter of target-met share against expected accuracy (mean bits where
+the model has no accuracy profile).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from tqdm import tqdm
 
 from quantpipe_core.cli import name_list
 from quantpipe_core.config import Config, ConfigError, load_config
-from quantpipe_core.results import read_windows
+from quantpipe_core.results import RUN_FILES, read_windows
+from sim.engine import Engine, EngineError, Run, add_engine_options, open_engine
 from sim.run import option_overrides
 
 DEFAULT_POLICIES = ("fixed:32", "fixed:8", "fixed:4", "fixed:2", "quantpipe", "controller", "mpc",
@@ -45,30 +47,27 @@ def with_policy(config: Config, policy: str) -> Config:
     return config.replace(**{"policy.name": policy, "policy.params": params})
 
 
-def run_case(config: Config, trace: Path, policy: str, out: Path) -> dict[str, Any]:
-    """One simulation, written to `out`; returns its summary with the trace and policy."""
-    from sim.simulation import simulate
-
-    result = simulate(with_policy(config, policy), trace)
-    summary = result.write(out)
-    return {"trace": trace.stem, "policy": policy, "out": str(out), **summary}
+class RunFailed(RuntimeError):
+    """A simulation of the comparison raised; a report needs every one."""
 
 
 def compare(
-    config: Config, traces: Sequence[Path], policies: Sequence[str], out: Path, jobs: int
+    config: Config, traces: Sequence[Path], policies: Sequence[str], out: Path, engine: Engine
 ) -> list[dict[str, Any]]:
-    """Every pair, `jobs` at a time; results in (trace, policy) order."""
+    """Every pair on `engine`, each run's four files in ``out/<trace>-<policy>/``; their
+    summaries with the trace, policy and folder, in (trace, policy) order."""
     cases = [(t, p) for t in traces for p in policies]
-    results: dict[tuple[str, str], dict[str, Any]] = {}
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {
-            pool.submit(run_case, config, t, p, out / f"{t.stem}-{p.replace(':', '')}"): (t, p)
-            for t, p in cases
-        }
-        for future in tqdm(as_completed(futures), total=len(futures), desc="runs", unit="run"):
-            trace, policy = futures[future]
-            results[trace.stem, policy] = future.result()
-    return [results[t.stem, p] for t, p in cases]
+    runs = [Run(str(i), with_policy(config, p), t, RUN_FILES) for i, (t, p) in enumerate(cases)]
+    rows: dict[str, dict[str, Any]] = {}
+    for outcome in tqdm(engine.map(runs), total=len(runs), desc="runs", unit="run"):
+        trace, policy = cases[int(outcome.key)]
+        if outcome.summary is None:
+            raise RunFailed(f"{trace} with policy {policy}: {outcome.error}")
+        folder = out / f"{trace.stem}-{policy.replace(':', '')}"
+        outcome.write_files(folder)
+        rows[outcome.key] = {"trace": trace.stem, "policy": policy, "out": str(folder),
+                             **outcome.summary}
+    return [rows[run.key] for run in runs]
 
 
 def ranking(rows: list[dict[str, Any]], policies: Sequence[str]) -> list[tuple[str, float, float]]:
@@ -206,25 +205,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=None, help="TOML run configuration")
     parser.add_argument("--scale", type=float, default=None, help="multiply every trace's rates")
     parser.add_argument("--duration", type=float, default=None, help="seconds per run")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel processes (2)")
+    add_engine_options(parser, jobs=2)
     parser.add_argument("--out", type=Path, default=Path("runs/compare"),
                         help="output folder (default runs/compare)")
     args = parser.parse_args(argv)
     if missing := [str(t) for t in args.traces if not t.is_file()]:
         parser.error(f"no such trace file: {', '.join(missing)}")
-    if args.jobs < 1:
-        parser.error("--jobs must be at least 1")
     try:
         config = load_config(args.config)
         changes = option_overrides(scale=args.scale, duration=args.duration)
         config = config.replace(**changes) if changes else config
         for policy in args.policies:
             with_policy(config, policy)
-    except (ConfigError, ValueError) as error:
+        engine = open_engine(args.backend, args.address, args.jobs)
+    except (ConfigError, ValueError, EngineError) as error:
         print(f"sim.compare: {error}", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = compare(config, args.traces, args.policies, args.out, args.jobs)
+    try:
+        with closing(engine):
+            rows = compare(config, args.traces, args.policies, args.out, engine)
+    except RunFailed as error:
+        print(f"sim.compare: {error}", file=sys.stderr)
+        return 1
     command = "python -m sim.compare " + " ".join(sys.argv[1:] if argv is None else argv)
     plots(rows, args.traces, args.policies, args.out)
     write_table(rows, args.out / "results.csv")

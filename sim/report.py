@@ -3,9 +3,10 @@
 
 The spec (TOML) names the policies, the trace folders (each with a scale factor per pipeline),
 the pipelines (a run config each), the clipping-method comparison and the emulated cross-check
-cases. Every (pipeline, trace, policy) is simulated with `sim.compare`; each run's four files go
-under ``--runs`` (default ``runs/report``), and ``--out`` gets one page per pipeline with its
-plots and an index (``README.md``) with the ranking, the clipping methods and the cross-check.
+cases. Every (pipeline, trace, policy) is simulated with `sim.compare` on one engine (local
+processes, or Ray with ``--backend ray``); each run's four files go under ``--runs`` (default
+``runs/report``), and ``--out`` gets one page per pipeline with its plots and an index
+(``README.md``) with the ranking, the clipping methods and the cross-check.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import sys
 import tomllib
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from typing import Any
 from quantpipe_core.config import CLIP_METHODS, Config, ConfigError, load_config
 from sim.compare import (
     DEFAULT_POLICIES,
+    RunFailed,
     cell,
     compare,
     mean,
@@ -31,6 +34,7 @@ from sim.compare import (
     report,
     with_policy,
 )
+from sim.engine import Engine, EngineError, add_engine_options, open_engine
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ def scaled(config: Config, scale: float) -> Config:
     return config.replace(**{"links.*.scale": scale})
 
 
-def run_pipeline(spec: Spec, entry: Pipeline, runs: Path, out: Path, jobs: int,
+def run_pipeline(spec: Spec, entry: Pipeline, runs: Path, out: Path, engine: Engine,
                  command: str) -> list[dict[str, Any]]:
     """Every trace and policy for one pipeline; its page and plots in ``out/<name>/``."""
     rows: list[dict[str, Any]] = []
@@ -139,7 +143,7 @@ def run_pipeline(spec: Spec, entry: Pipeline, runs: Path, out: Path, jobs: int,
         mine = spec.traces(folder)
         config = scaled(entry.config, entry.scales[folder])
         rows += [dict(r, folder=folder, scale=entry.scales[folder])
-                 for r in compare(config, mine, spec.policies, runs / entry.name, jobs)]
+                 for r in compare(config, mine, spec.policies, runs / entry.name, engine)]
         traces += mine
     page = out / entry.name
     page.mkdir(parents=True, exist_ok=True)
@@ -154,7 +158,7 @@ def run_pipeline(spec: Spec, entry: Pipeline, runs: Path, out: Path, jobs: int,
     return rows
 
 
-def clipping_rows(spec: Spec, runs: Path, jobs: int) -> list[dict[str, Any]]:
+def clipping_rows(spec: Spec, runs: Path, engine: Engine) -> list[dict[str, Any]]:
     """Each clipping method inside the adaptive pipeline along a trace, per case of the spec."""
     rows = []
     for case in spec.clipping:
@@ -164,7 +168,7 @@ def clipping_rows(spec: Spec, runs: Path, jobs: int) -> list[dict[str, Any]]:
             config = scaled(entry.config, entry.scales[folder]).replace(
                 **{"quant.clip": method})
             for row in compare(config, [trace], case.get("policies", ["quantpipe", "mpc"]),
-                               runs / "clipping" / entry.name / method, jobs):
+                               runs / "clipping" / entry.name / method, engine):
                 rows.append(dict(row, pipeline=entry.title, method=method, folder=folder,
                                  scale=entry.scales[folder]))
     return rows
@@ -328,22 +332,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="where the pages go (default docs/reports)")
     parser.add_argument("--runs", type=Path, default=Path("runs/report"),
                         help="where each run's files go (default runs/report)")
-    parser.add_argument("--jobs", type=int, default=2, help="parallel simulations (2)")
+    add_engine_options(parser, jobs=2)
     parser.add_argument("--only", default=None, help="run only this pipeline (for a quick look)")
     args = parser.parse_args(argv)
     try:
         spec = read_spec(args.spec, args.shared)
-    except (OSError, tomllib.TOMLDecodeError, SpecError) as error:
+        engine = open_engine(args.backend, args.address, args.jobs)
+    except (OSError, tomllib.TOMLDecodeError, SpecError, EngineError) as error:
         print(f"sim.report: {error}", file=sys.stderr)
         return 2
     command = "python -m sim.report " + " ".join(sys.argv[1:] if argv is None else argv)
     results = {}
-    for entry in spec.pipelines:
-        if args.only in (None, entry.name):
-            print(f"== {entry.title}", flush=True)
-            results[entry.name] = run_pipeline(spec, entry, args.runs, args.out, args.jobs,
-                                                command)
-    clipping = clipping_rows(spec, args.runs, args.jobs) if args.only is None else []
+    try:
+        with closing(engine):
+            for entry in spec.pipelines:
+                if args.only in (None, entry.name):
+                    print(f"== {entry.title}", flush=True)
+                    results[entry.name] = run_pipeline(spec, entry, args.runs, args.out, engine,
+                                                        command)
+            clipping = clipping_rows(spec, args.runs, engine) if args.only is None else []
+    except RunFailed as error:
+        print(f"sim.report: {error}", file=sys.stderr)
+        return 1
     text = index(spec, results, clipping, crosscheck_section(spec, args.emulated), command)
     (args.out / "README.md").write_text(text)
     print(f"wrote {args.out / 'README.md'}")
