@@ -4,7 +4,10 @@
   ``result.write(out)``), in `sim.simulation`;
 - `sim.pipeline`: the SimPy processes (source, stages, links);
 - `sim.oracle`: the policy that knows the future trace (simulator only);
-- `sim.traces`: the trace tool (``python -m sim.traces info|convert|generate``).
+- `sim.traces`: the trace tool (``python -m sim.traces info|convert|generate``);
+- `sim.compare`, `sim.report`: policy comparisons and the reports of docs/reports/;
+- `sim.sweep`: grids of runs from a spec (`sim.grid`) into one table; `sim.engine` runs the
+  simulations of all three in local processes or on Ray.
 """
 
 from __future__ import annotations
