@@ -77,7 +77,8 @@ def main() -> None:
     print("bits method   range sd (lo, hi)  MSE     clip share  cosine  outliers exact  "
           "other method's outliers")
     for bits in args.bits:
-        sent = {m: [through_link(c, bits, m)["hidden"] for c in carries] for m in METHODS}
+        sent = {m: [through_link(c, bits, f"{m}/none/tensor")["hidden"] for c in carries]
+                for m in METHODS}  # the plain codec (no rotation, one range) this analyses
         for method, other in (METHODS, METHODS[::-1]):
             ranges = torch.tensor([clip_range(c["hidden"], bits, method) for c in carries])
             clip_err = round_err = 0.0

@@ -129,8 +129,7 @@ class TokenScaled:
     1] on at least one side. A range [a, b] of ``u`` is the range ``centre_t + reach_t * [a, b]``
     of token t, and its squared error there is ``reach_t**2`` times the error in ``u``: a
     histogram of a sample of ``u`` weighted by ``reach_t**2`` estimates the whole tensor's error
-    of a shared [a, b]. The sample is whole tokens, evenly spaced. (Scaling by each token's
-    standard deviation instead kept the model's output less well on MiniLM: docs/quantization.md.)
+    of a shared [a, b]. The sample is whole tokens, evenly spaced.
     """
 
     BINS = 256
