@@ -59,6 +59,8 @@ class GridPolicy:
 
 @dataclass(frozen=True)
 class GridTrace:
+    """A trace file of the grid, with the scale its spec entry gives."""
+
     path: Path
     scale: float | None  # links.*.scale on its runs, if the spec sets one
     sha256: str  # of the file's content: part of each run's key

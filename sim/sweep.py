@@ -91,10 +91,10 @@ def sweep(grid: Grid, engine: Engine, out: Path, keep: str = "none", resume: boo
                     "metrics": metrics(outcome.summary)}, outcome.detail)
     if not (out / "errors.txt").stat().st_size:
         (out / "errors.txt").unlink()
-    rows = list(table_rows(order, results))
-    write_table(rows, out)
-    failed = sum(row["error"] is not None for row in rows)
-    return Tally(len(rows), ran, skipped, failed, seconds)
+    columns = table_columns(order, results)
+    write_table(columns, out)
+    failed = sum(error is not None for error in columns["error"])
+    return Tally(len(order), ran, skipped, failed, seconds)
 
 
 def check_out(out: Path, resume: bool) -> None:
@@ -124,36 +124,41 @@ def read_journal(path: Path) -> dict[str, dict[str, Any]]:
     return entries
 
 
-def table_rows(order: Sequence[tuple[str, dict[str, Any]]],
-               results: dict[str, dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    """One row per point in grid order: grid columns, metrics, error, key."""
-    names: dict[str, None] = {}
-    for key, _ in order:
-        names |= dict.fromkeys(results[key]["metrics"])
+def table_columns(order: Sequence[tuple[str, dict[str, Any]]],
+                  results: dict[str, dict[str, Any]]) -> dict[str, list[Any]]:
+    """The table by column (lighter than rows), a row per point in grid order: the grid
+    columns, the metrics, error and key."""
+    grid = list(order[0][1]) if order else []
+    metrics = list(dict.fromkeys(name for key, _ in order for name in results[key]["metrics"]))
+    columns: dict[str, list[Any]] = {name: [] for name in [*grid, *metrics, "error", "key"]}
     for key, params in order:
         entry = results[key]
-        yield {**params, **{name: entry["metrics"].get(name) for name in names},
-               "error": entry["error"], "key": key}
+        for name in grid:
+            columns[name].append(params[name])
+        for name in metrics:
+            columns[name].append(entry["metrics"].get(name))
+        columns["error"].append(entry["error"])
+        columns["key"].append(key)
+    return columns
 
 
-def write_table(rows: list[dict[str, Any]], out: Path) -> None:
+def write_table(columns: dict[str, list[Any]], out: Path) -> None:
     """results.parquet (a column that mixes types becomes text) and results.csv."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    columns = list(rows[0]) if rows else []
     arrays = {}
-    for name in columns:
-        values = [row[name] for row in rows]
+    for name, values in columns.items():
         try:
             arrays[name] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             arrays[name] = pa.array([None if v is None else str(v) for v in values])
     pq.write_table(pa.table(arrays), out / TABLE[0])
     with (out / TABLE[1]).open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        rows = zip(*columns.values(), strict=True)
+        writer.writerows(["" if v is None else v for v in row] for row in rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
