@@ -251,14 +251,13 @@ def clipping_section(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Clipping methods inside the adaptive pipeline",
         "",
-        "The same pipeline and trace with each clipping method. A method changes no packet size, "
-        "so `quantpipe` picks the same bits with every method and only the accuracy differs; "
-        "`mpc` weighs the accuracy profile, so its bits may differ. Expected accuracy comes "
-        "from the model's accuracy profile at each microbatch's bits. `mse` (a full grid "
-        "search per tensor) costs more encode time per microbatch than the time between "
-        "microbatches here (profiled: ~90-100 ms for the digits ViT, ~66-68 ms for MiniLM, "
-        "against 62.5 ms), so its sending stage, not the link, limits the rate: it meets the "
-        "target in no interval.",
+        "The same pipeline and trace with each clipping method, the config's other codec "
+        "options kept. A method changes no packet size, so `quantpipe` picks the same bits with "
+        "every method unless a method's encode time (from the compute profile) limits the "
+        "sending stage, as the exhaustive `mse` search can; `mpc` weighs the accuracy profile, "
+        "so its bits may differ. Expected accuracy comes from the model's accuracy profile at "
+        "each microbatch's bits; n/a where the profile did not measure that method with these "
+        "options.",
         "",
         "| pipeline | trace | policy | method | expected accuracy | mean bits | target met |",
         "|---|---|---|---|---|---|---|",

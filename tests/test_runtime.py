@@ -17,6 +17,7 @@ import torch
 
 from quantpipe_core.models import load_model
 from quantpipe_core.profiles import shipped_accuracy_profile
+from quantpipe_core.quant import DEFAULT
 from quantpipe_core.results import Records, RunInfo, summary, timeline_rows
 from quantpipe_core.tasks import task_for
 
@@ -92,8 +93,8 @@ def test_eight_bit_link_matches_the_accuracy_profile(tmp_path):
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "summary.json").read_text())
     (cut,) = result["run"]["cuts"]
-    profile = shipped_accuracy_profile("digits-vit", "tensor")
-    expected = profile.value(cut, "ds-aciq", 8)
+    profile = shipped_accuracy_profile("digits-vit")
+    expected = profile.value(cut, DEFAULT.label, 8)  # the config's default codec
     assert result["mean_bits"] == 8.0
     assert abs(result["measured_accuracy"] - expected) <= 0.02
     assert result["links"][0]["bytes"] < 3_200_000 / 3  # 8-bit frames, not float32
