@@ -200,8 +200,9 @@ def test_shipped_profiles_measure_the_default_codec_and_the_plain_methods(model_
     compute = shipped_compute_profile(model_name)
     for method in ("minmax", "aciq", "ds-aciq"):
         for label in (f"{method}/none/tensor", f"{method}/hadamard/auto"):
-            assert accuracy.value(accuracy.cuts()[0], label, 2) is not None
             assert compute.encode_s("block0.out", label, 2, 8) > 0
+            measured = label != "minmax/hadamard/auto" or model_name == "digits-vit"
+            assert (accuracy.value(accuracy.cuts()[0], label, 2) is not None) == measured
 
 
 @pytest.mark.parametrize("model_name", ["digits-vit", "minilm", "vit-base"])
