@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 
 from quantpipe_core.cli import bits_list, codec_list
+from quantpipe_core.heap import keep_large_allocations
 from quantpipe_core.models import load_model
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.quant import DEFAULT, Codec, decode, encode
@@ -113,12 +114,16 @@ def main() -> None:
                         help="comma-separated codec labels; the first is the x-minmax base "
                         f"(default: {', '.join(CODECS)})")
     parser.add_argument("--json", help="also write every row to this JSON file")
+    parser.add_argument("--system-heap", action="store_true",
+                        help="leave glibc's mmap threshold as it is (the runtime's stage processes "
+                        "raise it, quantpipe_core.heap)")
     args = parser.parse_args()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    kept = not args.system_heap and keep_large_allocations()
     torch.set_num_threads(2)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, shape {SHAPE}, "
-          f"median of {args.repeats} rounds in turns")
+          f"median of {args.repeats} rounds in turns, large buffers kept in the heap: {kept}")
     rows = []
     for name, x in (("block-output", block_output()), ("post-gelu", post_gelu())):
         print(f"\n{name}\n{'bits':>4} {'codec':<28} {'enc MB/s':>9} {'dec MB/s':>9} "

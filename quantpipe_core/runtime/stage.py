@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from quantpipe_core.config import Config
+from quantpipe_core.heap import keep_large_allocations
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.quant import PacketError
 from quantpipe_core.results import Records
@@ -444,5 +445,7 @@ class SinkMetric:
 
 def run_rank(config: Config, options: RankOptions) -> int:
     """Run one rank; its exit code. A fault leaves daemon threads blocked in gloo: the caller
-    exits the process at once (`os._exit`) rather than waiting for them."""
+    exits the process at once (`os._exit`) rather than waiting for them. The process keeps its
+    large freed buffers (`heap.keep_large_allocations`): every microbatch has the same shapes."""
+    keep_large_allocations()
     return Rank(config, options).run()
