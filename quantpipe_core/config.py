@@ -443,18 +443,22 @@ class Config:
         return config_from_dict(data, source="<override>")
 
 
+def read_toml(path: Path) -> dict[str, Any]:
+    """The TOML table in the file at `path`; a `ConfigError` naming the file if unreadable."""
+    try:
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read it: {error.strerror}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+
+
 def load_config(path: str | Path | None = None) -> Config:
     """The configuration in the TOML file at `path`, checked; all defaults if `path` is None."""
     if path is None:
         return config_from_dict({})
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it: {error.strerror}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return _parse(data, Where(str(path), path.resolve().parent))
+    return _parse(read_toml(path), Where(str(path), path.resolve().parent))
 
 
 def config_from_dict(data: Mapping[str, Any], source: str = "<dict>") -> Config:

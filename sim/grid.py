@@ -27,14 +27,20 @@ import glob
 import hashlib
 import json
 import math
-import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 from typing import Any
 
-from quantpipe_core.config import Config, ConfigError, Where, _check_names, load_config
+from quantpipe_core.config import (
+    Config,
+    ConfigError,
+    Where,
+    _check_names,
+    load_config,
+    read_toml,
+)
 
 SPEC_KEYS = ("config", "set", "traces", "policies", "axes")
 POLICY_KEYS = ("name", "params", "label")
@@ -134,12 +140,7 @@ def cell(value: Any) -> Any:
 
 def read_grid(path: Path) -> Grid:
     """The grid of the spec at `path`, every value checked; `ConfigError` names the key."""
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read it: {error.strerror}") from None
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    data = read_toml(path)
     where = Where(str(path), path.resolve().parent)
     _check_names(data, SPEC_KEYS, where, "key")
     base = _base(data, where)
