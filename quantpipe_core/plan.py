@@ -210,7 +210,7 @@ def build_specs(
     simulator passes one that also knows the oracle).
     """
     make_policy_for = make_policy_for or link_policy
-    model, mb, clip = plan.model, config.model.microbatch, config.quant.codec
+    model, mb, codec = plan.model, config.model.microbatch, config.quant.codec
     indices = [model.cut_index(c) for c in plan.cuts]
     bounds = [0, *(i + 1 for i in indices), len(model.unit_names)]
     bits = sorted({*config.quant.allowed_bits, FLOAT_BITS})
@@ -222,9 +222,9 @@ def build_specs(
         in_cut = plan.cuts[k - 1] if k > 0 else None
         stages.append(StageSpec(
             compute_s=profile.stage_s(units, mb, threads),
-            encode_s={b: profile.encode_s(out_cut, clip, b, mb, threads)
+            encode_s={b: profile.encode_s(out_cut, codec, b, mb, threads)
                       for b in bits} if out_cut else {},
-            decode_s={b: profile.decode_s(in_cut, clip, b, mb, threads)
+            decode_s={b: profile.decode_s(in_cut, codec, b, mb, threads)
                       for b in bits} if in_cut else {},
         ))
     links = []
@@ -232,14 +232,14 @@ def build_specs(
         specs = model.carry_specs(cut, mb, config.model.tokens)
         links.append(LinkSpec(
             trace=plan.traces[k] if plan.traces else None,
-            packet_bytes={b: carry_wire_size(specs, b, clip)
+            packet_bytes={b: carry_wire_size(specs, b, codec)
                           for b in bits},
             policy=make_policy_for(config, plan.traces[k] if plan.traces else None),
             tensor_shape=specs[0].shape,
             latency_s=config.links[k].latency_s,
             payload_share=config.links[k].payload_share,
             accuracy_by_bits=(
-                {b: plan.accuracy.value(cut, clip, b) for b in bits}
+                {b: plan.accuracy.value(cut, codec, b) for b in bits}
                 if plan.accuracy is not None else None
             ),
         ))
@@ -274,10 +274,10 @@ def target_rate(config: Config, stages: Sequence[StageSpec]) -> float:
 def accuracy_function(plan: Plan, config: Config) -> Callable[[Sequence[int]], float | None] | None:
     if plan.accuracy is None:
         return None
-    profile, cuts, clip = plan.accuracy, plan.cuts, config.quant.codec
+    profile, cuts, codec = plan.accuracy, plan.cuts, config.quant.codec
 
     def accuracy_of(bits: Sequence[int]) -> float | None:
-        return profile.combined(dict(zip(cuts, bits, strict=True)), clip)
+        return profile.combined(dict(zip(cuts, bits, strict=True)), codec)
 
     return accuracy_of
 

@@ -133,10 +133,10 @@ def profile(
     for t, m in tqdm(settings, desc=model.name, unit="setting", disable=not progress):
         torch.set_num_threads(t)
         inputs = sample_input(model, m, tokens)
-        if units_from is None:
-            units.setdefault(str(t), {})[str(m)] = unit_times(model, inputs, repeats)
-        else:
-            units.setdefault(str(t), {})[str(m)] = units_from["units"][str(t)][str(m)]
+        units.setdefault(str(t), {})[str(m)] = (
+            unit_times(model, inputs, repeats) if units_from is None
+            else units_from["units"][str(t)][str(m)]
+        )
         codec.setdefault(str(t), {})[str(m)] = codec_times(
             model, inputs, methods, bits, repeats
         )

@@ -8,9 +8,9 @@ One small class per method behind one interface, `ranges(stats, bits) -> (lo, hi
   (see `search.py`). Per tensor it searches on a histogram and finishes with one exact
   comparison against the ACIQ start on the strided sample the histogram came from, so it never
   ends worse than ACIQ on that sample (every value of a tensor up to 65,536 values).
-  Per token it divides each token by its own spread (`observe.TokenScaled`), so that one range
+  Per token it divides each token by its own reach (`observe.TokenScaled`), so that one range
   of the normalised values is a range per token; ACIQ's fit of the normalised sample is the
-  start, and the search runs on their histogram weighted by each token's squared spread, which
+  start, and the search runs on their histogram weighted by each token's squared reach, which
   makes the estimate the whole tensor's error: one histogram instead of a search per token. The
   ranges found are then cut to each token's own extremes (a finer grid) or not, whichever errs
   less on the sampled tokens.

@@ -140,17 +140,17 @@ class TokenScaled:
         self.token = stats
         self.centre = np.clip(stats.mean, stats.min, stats.max)
         reach = np.maximum(self.centre - stats.min, stats.max - self.centre)
-        self.scale = np.where(reach > 0, reach, 1.0)
+        self.reach = np.where(reach > 0, reach, 1.0)
         every = max(1, x2d.numel() // HISTOGRAM_SAMPLES)
         self.sampled = slice(None, None, every)
         centre = torch.from_numpy(self.centre[::every].astype(np.float32)).unsqueeze(1)
-        scale = torch.from_numpy(self.scale[::every].astype(np.float32)).unsqueeze(1)
-        self.u = (x2d[::every] - centre).div_(scale).reshape(-1)
-        self.weight = scale.double().square_().expand(-1, values).reshape(-1)
+        reach = torch.from_numpy(self.reach[::every].astype(np.float32)).unsqueeze(1)
+        self.u = (x2d[::every] - centre).div_(reach).reshape(-1)
+        self.weight = reach.double().square_().expand(-1, values).reshape(-1)
         self.stats = GroupStats(self.u.unsqueeze(0), 1)
         # every token's extremes in its own units: the far tails a sample may miss
-        self.floor = float(np.min((stats.min - self.centre) / self.scale))
-        self.ceiling = float(np.max((stats.max - self.centre) / self.scale))
+        self.floor = float(np.min((stats.min - self.centre) / self.reach))
+        self.ceiling = float(np.max((stats.max - self.centre) / self.reach))
 
     def histogram(self) -> tuple[np.ndarray, np.ndarray]:
         """(counts weighted by each token's squared reach, edges) over every token's extremes."""
@@ -163,7 +163,7 @@ class TokenScaled:
     def token_ranges(self, a: float, b: float, *, cut: bool) -> tuple[np.ndarray, np.ndarray]:
         """Each token's range for the normalised range [a, b]; `cut` to the token's own
         extremes, or not (the histogram scored uncut ranges; cut ones have finer grids)."""
-        lo, hi = self.centre + a * self.scale, self.centre + b * self.scale
+        lo, hi = self.centre + a * self.reach, self.centre + b * self.reach
         if cut:
             lo, hi = np.maximum(lo, self.token.min), np.minimum(hi, self.token.max)
         return lo, np.maximum(hi, lo)

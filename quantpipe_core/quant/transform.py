@@ -18,7 +18,7 @@ a seed in a packet means the same rotation on every machine and every version.
 from __future__ import annotations
 
 import math
-from functools import cache
+from functools import cache, lru_cache
 
 import numpy as np
 import torch
@@ -41,17 +41,23 @@ def _hadamard(points: int) -> torch.Tensor:
     return h
 
 
-def _radices(b: int) -> list[int]:
-    """Factors of `b` (a power of two), each at most MAX_RADIX."""
-    factors = []
-    while b > 1:
-        factors.append(min(b, MAX_RADIX))
-        b //= factors[-1]
-    return factors
+@cache
+def _factors(b: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """`H_b` as Kronecker factors of at most MAX_RADIX points: the unnormalised ones applied
+    along middle axes, and the last one with the whole normalisation `1 / sqrt(b)` folded in."""
+    radices = []
+    rest = b
+    while rest > 1:
+        radices.append(min(rest, MAX_RADIX))
+        rest //= radices[-1]
+    *outer, last = radices
+    return [_hadamard(r) for r in outer], _hadamard(last) / math.sqrt(b)
 
 
+@lru_cache(maxsize=64)
 def signs(n: int, seed: int) -> torch.Tensor:
-    """`n` float32 signs (+1 or -1), a fixed function of `seed` (SplitMix64 of seed + index)."""
+    """`n` float32 signs (+1 or -1), a fixed function of `seed` (SplitMix64 of seed + index).
+    Kept for the shapes and seeds a link sends again every microbatch; never written to."""
     with np.errstate(over="ignore"):
         z = (np.uint64(seed) + np.arange(1, n + 1, dtype=np.uint64)
              * np.uint64(0x9E3779B97F4A7C15))
@@ -67,14 +73,14 @@ def _walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
     b = block_size(n)
     if b == 1 or x.numel() == 0:
         return x.clone()  # callers may write into the result
-    *outer, last = _radices(b)
+    outer, last = _factors(b)
     y = x.reshape(-1, b)
     tail = b
-    for radix in outer:  # along a middle axis: a batch of (radix x radix) @ (radix x tail)
-        tail //= radix
-        y = torch.matmul(_hadamard(radix), y.reshape(-1, radix, tail))
-    # along the last axis (H is symmetric), with the normalisation folded into the matrix
-    return torch.matmul(y.reshape(-1, last), _hadamard(last) / math.sqrt(b)).reshape(x.shape)
+    for factor in outer:  # along a middle axis: a batch of (radix x radix) @ (radix x tail)
+        tail //= factor.shape[0]
+        y = torch.matmul(factor, y.reshape(-1, factor.shape[0], tail))
+    # along the last axis (H is symmetric)
+    return torch.matmul(y.reshape(-1, last.shape[0]), last).reshape(x.shape)
 
 
 def rotate(x: torch.Tensor, seed: int) -> torch.Tensor:

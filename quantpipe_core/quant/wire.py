@@ -59,7 +59,6 @@ MAGIC = b"QPAQ"
 VERSION = 2
 MAX_NDIM = 8
 _PREFIX_V1 = struct.Struct("<4sBBBBB")
-_OPTIONS = struct.Struct("<BII")
 _PREFIX = struct.Struct("<4sBBBBBBII")
 _CRC = struct.Struct("<I")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -129,14 +128,6 @@ class Layout:
         if self.outliers:
             body += 8 + packing.payload_size(self.rows * self.outliers, OUTLIER_BITS)
         return self.header_size + body + _CRC.size
-
-
-def group_count(shape: Sequence[int], granularity: str) -> int:
-    """Number of clip ranges a packet carries: one per tensor, or one per token."""
-    if granularity == "tensor":
-        return 1
-    numel = math.prod(shape)
-    return numel // shape[-1] if numel else 0
 
 
 def _layout(shape: Sequence[int], bits: int, codec: Codec, dtype: torch.dtype) -> Layout:
@@ -253,7 +244,7 @@ def decode(data: bytes | bytearray | memoryview) -> torch.Tensor:
         return torch.from_numpy(values).reshape(layout.shape).to(layout.dtype)
     channels = np.frombuffer(view, dtype="<u4", count=layout.outliers,
                              offset=offset - 4 * layout.outliers).astype(np.int64)
-    if np.any(np.diff(channels) <= 0) or np.any(channels >= max(layout.shape[-1:] or [1])):
+    if np.any(np.diff(channels) <= 0) or np.any(channels >= layout.channels):
         raise CorruptPacket("corrupt packet: outlier channel indices out of order or range")
     ranges = np.frombuffer(view, dtype="<f4", count=2 * layout.groups + 2 * bool(layout.outliers),
                            offset=offset).reshape(-1, 2)
