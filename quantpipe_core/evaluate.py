@@ -32,7 +32,7 @@ from quantpipe_core.cli import bits_list, codec_list, name_list
 from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import through_link
 from quantpipe_core.profiles.accuracy import SCHEMA
-from quantpipe_core.profiles.files import profile_stem
+from quantpipe_core.profiles.files import profile_stem, read_profile
 from quantpipe_core.quant import Codec
 from quantpipe_core.tasks import Task, sample_count, task_for
 
@@ -314,7 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge:
         try:
-            write_profile(merge([json.loads(Path(p).read_text()) for p in args.merge]), args.out)
+            profiles = [read_profile(path, SCHEMA, "accuracy") for path in args.merge]
+            write_profile(merge(profiles), args.out)
         except (OSError, ValueError, KeyError) as error:
             print(f"evaluate: --merge: {error}", file=sys.stderr)
             return 2

@@ -229,6 +229,9 @@ def test_profiles_of_parallel_runs_merge_into_one(tmp_path, capsys):
     bad = evaluate.main(["--merge", parts[0], str(tmp_path / "small" / "digits-vit.json"),
                          "--out", str(tmp_path / "bad")])
     assert bad == 2 and "cannot merge profiles that differ in" in capsys.readouterr().err
+    (tmp_path / "other.json").write_text('{"schema": "quantpipe.compute/1"}')
+    assert evaluate.main(["--merge", parts[0], str(tmp_path / "other.json")]) == 2
+    assert "not an accuracy profile" in capsys.readouterr().err
 
 
 def test_profile_can_keep_earlier_unit_times_and_time_only_the_codec(tmp_path, capsys):
