@@ -31,7 +31,7 @@ CLIP_METHODS = ("minmax", "aciq", "ds-aciq", "percentile", "mse")
 GRANULARITIES = ("tensor", "token", "auto")
 TRANSFORMS = ("none", "hadamard")
 
-SIM_ONLY_POLICIES = ("oracle",)
+SIM_ONLY_POLICIES = ("oracle", "optimal")
 POLICY_NAMES = (*BUILT_IN, *SIM_ONLY_POLICIES)
 TRACE_FORMATS = ("auto", "csv", "mahimahi", "mbps-log")
 DEFAULT_DEVICE_COUNT = 2
@@ -143,8 +143,8 @@ class Share:
         return share
 
 
-class Rate:
-    """Items per second, or "auto" for the code that knows the model to work out."""
+class Auto:
+    """A number > 0, or "auto" for the code that knows the model to work out."""
 
     def read(self, value: Any, where: Where) -> float | str:
         if value == "auto":
@@ -293,7 +293,7 @@ class PolicyConfig:
     """Which policy picks each link's bitwidth, and how often."""
 
     name: str = field(default="quantpipe", metadata=spec(PolicyName(), (
-        "fixed | fixed:N | quantpipe | controller | mpc | oracle (simulator only) | "
+        "fixed | fixed:N | quantpipe | controller | mpc | oracle, optimal (simulator only) | "
         '"module:Class"'
     )))
     window: int = field(default=8, metadata=spec(Integer(1), (
@@ -312,7 +312,7 @@ class SourceConfig:
         '"open": one microbatch every microbatch/target_rate seconds; "closed": at most '
         "max_in_flight microbatches in the pipeline"
     )))
-    target_rate: float | str = field(default="auto", metadata=spec(Rate(), (
+    target_rate: float | str = field(default="auto", metadata=spec(Auto(), (
         'items per second (> 0), or "auto" = 90 % of the compute-bound rate'
     )))
     max_in_flight: int = field(default=4, metadata=spec(Integer(1), (
@@ -388,6 +388,25 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class UtilityConfig:
+    """How a run is scored: the one utility per offered item that compares policies
+    (`quantpipe_core.utility`; defaults from adaptive video streaming's QoE, docs/policies.md)."""
+
+    latency_slo_s: float | str = field(default="auto", metadata=spec(Auto(), (
+        'seconds (> 0) an item may take from source to sink before it counts as late; "auto": '
+        "the compute path (every stage's compute and codec at the largest allowed bitwidth, "
+        "plus link latencies) plus one policy window of arrivals at the target rate"
+    )))
+    late_weight: float = field(default=1.0, metadata=spec(Number(zero_ok=True), (
+        ">= 0; utility lost per second an item arrives past the SLO (1 = a second late costs "
+        "a float32 item's whole value)"
+    )))
+    switch_weight: float = field(default=1.0, metadata=spec(Number(zero_ok=True), (
+        ">= 0; utility lost per unit of change in value between consecutive items"
+    )))
+
+
+@dataclass(frozen=True)
 class Section:
     """A top-level name of the file and the dataclass its table (or tables) is read into."""
 
@@ -410,6 +429,7 @@ SECTIONS = (
         "defaults"
     ), many=True),
     Section("run", RunConfig, "length, reporting and seed of a run"),
+    Section("utility", UtilityConfig, "how a run is scored, to compare policies"),
 )
 
 
@@ -424,6 +444,7 @@ class Config:
     devices: tuple[DeviceConfig, ...]
     links: tuple[LinkConfig, ...]
     run: RunConfig
+    utility: UtilityConfig
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (TOML and JSON types only) that `config_from_dict` reads back to this."""

@@ -29,6 +29,7 @@ from quantpipe_core.profiles import (
     shipped_compute_profile,
 )
 from quantpipe_core.trace import Trace, load_trace
+from quantpipe_core.utility import Utility, auto_latency_slo
 
 TARGET_SHARE_OF_COMPUTE_BOUND = 0.9  # a target at 100 % is unreachable under any jitter
 
@@ -255,8 +256,10 @@ def build_specs(
 def link_policy(config: Config, trace: Trace | None) -> Policy:
     """The configured policy for one link (a fresh instance per link). The oracle, which needs
     the link's future, exists only in the simulator."""
-    if config.policy.name == "oracle":
-        raise ValueError("policy 'oracle' knows the future trace: it runs in the simulator only")
+    if config.policy.name in ("oracle", "optimal"):
+        raise ValueError(
+            f"policy {config.policy.name!r} knows the future trace: it runs in the simulator only"
+        )
     return make_policy(config.policy.name, **dict(config.policy.params))
 
 
@@ -269,6 +272,22 @@ def target_rate(config: Config, stages: Sequence[StageSpec]) -> float:
         s.compute_s + s.encode_s.get(top, 0.0) + s.decode_s.get(top, 0.0) for s in stages
     )
     return TARGET_SHARE_OF_COMPUTE_BOUND * config.model.microbatch / slowest
+
+
+def run_utility(
+    config: Config, stages: Sequence[StageSpec], links: Sequence[LinkSpec], source: SourceSpec
+) -> Utility:
+    """The configured utility, with ``latency_slo_s = "auto"`` worked out for this pipeline."""
+    settings = config.utility
+    slo = settings.latency_slo_s
+    if slo == "auto":
+        top = max(config.quant.allowed_bits)
+        compute_path = sum(
+            s.compute_s + s.encode_s.get(top, 0.0) + s.decode_s.get(top, 0.0) for s in stages
+        ) + sum(link.latency_s for link in links)
+        period = source.items_per_microbatch / source.target_rate_items_per_s
+        slo = auto_latency_slo(compute_path, config.policy.window, period)
+    return Utility(float(slo), settings.late_weight, settings.switch_weight)
 
 
 def accuracy_function(plan: Plan, config: Config) -> Callable[[Sequence[int]], float | None] | None:

@@ -6,7 +6,8 @@
   ``t_end_s``, ``bits`` (mean over the window), ``measured_mbps``, ``trace_mbps`` (mean capacity
   over the window; empty where unknown), ``delivered_items_per_s``;
 - ``summary.json``: throughput, target, share of metrics intervals meeting it, bits, accuracy,
-  latency percentiles, switches, per-link figures, and the run record;
+  latency percentiles, switches, the utility and its terms (`quantpipe_core.utility`), per-link
+  figures, and the run record;
 - ``plot.png``: trace rate, bits and delivered rate against time.
 """
 
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from quantpipe_core.utility import Utility, log_value
 
 TARGET_MET_SHARE = 0.95  # an interval meets the target when the sink got 95 % of it
 RUN_FILES = ("timeline.csv", "windows.csv", "summary.json", "plot.png")
@@ -64,6 +67,7 @@ class RunInfo:
     accuracy_of: Callable[[Sequence[int]], float | None] | None = None  # bits per link -> value
     trace_mbps: Sequence[Callable[[float, float], float]] | None = None  # per link, mean capacity
     record: Mapping[str, Any] = field(default_factory=dict)  # config, versions, traces, seed
+    utility: Utility | None = None  # how the run is scored; None: no utility in the summary
 
 
 def timeline_rows(records: Records, stages: int) -> list[dict[str, Any]]:
@@ -124,6 +128,15 @@ def summary(records: Records, info: RunInfo) -> dict[str, Any]:
                   for mb in done]
         if None not in values:
             accuracy = float(np.mean(values))
+    scored = None
+    if info.utility is not None:
+        value_of = info.accuracy_of if accuracy is not None else log_value
+        scored = info.utility.of_run(
+            records.t_source, records.t_sink,
+            lambda mb: [records.link_bits[mb, k] for k in range(links)], value_of,
+            info.duration_s,
+        )
+        scored["values_from"] = "accuracy profile" if accuracy is not None else "log2 rule"
     link_figures = []
     for k, bits in enumerate(per_link_bits):
         link_figures.append({
@@ -145,6 +158,7 @@ def summary(records: Records, info: RunInfo) -> dict[str, Any]:
         "latency_p95_s": float(np.percentile(latencies, 95)) if done else None,
         "bits_switches": sum(f["switches"] for f in link_figures),
         "items_completed": items,
+        "utility": scored,
         "links": link_figures,
         "run": dict(info.record),
     }

@@ -172,6 +172,45 @@ class Trace:
         remainder = target - wraps * period_bits
         return max(start_s, (loops + wraps) * duration + self._time_within(remainder))
 
+    def finish_times(self, starts_s: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        """`finish_time` of many transfers at once (arrays of equal shape), for the simulator's
+        offline optimum, which advances thousands of candidate states per step."""
+        starts = np.asarray(starts_s, dtype=float)
+        bits = np.broadcast_to(np.asarray(bits, dtype=float), starts.shape)
+        if not (np.all(starts >= 0) and np.all(np.isfinite(starts)) and np.all(bits >= 0)):
+            raise ValueError("finish_times needs finite starts_s >= 0 and bits >= 0")
+        times, cum = np.asarray(self._times), np.asarray(self._cum)
+        bps = np.asarray(self._bps)
+        duration, period_bits = self.duration_s, cum[-1]
+
+        def bits_within(t: np.ndarray) -> np.ndarray:
+            i = np.minimum(np.searchsorted(times, t, side="right"), len(bps)) - 1
+            return cum[i] + (t - times[i]) * bps[i]
+
+        def time_within(target: np.ndarray) -> np.ndarray:
+            target = np.clip(target, 0.0, period_bits)
+            j = np.searchsorted(cum, target, side="left")
+            exact = cum[j] == target
+            k = np.maximum(j - 1, 0)
+            inside = times[k] + (target - cum[k]) / np.where(exact, 1.0, bps[k])
+            return np.where(exact, times[j], inside)
+
+        if self.end == "hold":
+            hold_bps = self.hold_mbps * 1e6
+            within = np.minimum(starts, duration)
+            target = bits_within(within) + bits
+            after = np.where(starts >= duration, starts + bits / hold_bps,
+                             duration + (target - period_bits) / hold_bps)
+            inside = np.maximum(starts, time_within(target))
+            finish = np.where((starts < duration) & (target <= period_bits), inside, after)
+        else:
+            loops, offset = np.divmod(starts, duration)
+            target = bits_within(offset) + bits
+            wraps = np.ceil(target / period_bits) - 1
+            remainder = target - wraps * period_bits
+            finish = np.maximum(starts, (loops + wraps) * duration + time_within(remainder))
+        return np.where(bits == 0, starts, finish)
+
     def bin_means(self, bin_s: float) -> np.ndarray:
         """Mean capacity (Mbit/s) of each ``bin_s`` bin of one period; the last may be shorter."""
         _check_bin(bin_s)

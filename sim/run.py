@@ -143,6 +143,11 @@ def print_summary(summary: dict[str, Any], cuts: list[str], out: Path) -> None:
         ("bit switches", str(summary["bits_switches"])),
         ("items completed", str(summary["items_completed"])),
     ]
+    if (scored := summary.get("utility")) is not None:
+        rows.append(("utility per microbatch", (
+            f"{scored['value']:.4f} = value {scored['accuracy']:.4f} - late "
+            f"{scored['lateness']:.4f} - switching {scored['switching']:.4f}"
+        )))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"  {name:<{width}}  {value}")

@@ -9,23 +9,30 @@ summarize.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import itertools
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quantpipe_core.config import Config
 from quantpipe_core.plan import (
+    LinkSpec,
+    SourceSpec,
+    StageSpec,
     accuracy_function,
     build_specs,
     link_policy,
     notes,
     resolve,
     run_record,
+    run_utility,
 )
-from quantpipe_core.policy import Policy
+from quantpipe_core.policy import FLOAT_BITS, Policy
 from quantpipe_core.results import RUN_FILES, Records, RunInfo, summary, write_results
 from quantpipe_core.trace import Trace
+from quantpipe_core.utility import Utility, log_value
+from sim.optimal import OptimalPolicy, PipelineModel, Solution, solve
 from sim.oracle import OraclePolicy
 from sim.pipeline import Pipeline
 
@@ -57,6 +64,11 @@ def simulate(
     duration = config.run.duration_s or max((t.duration_s for t in plan.traces), default=0.0)
     if not duration:
         raise ValueError("run.duration_s is 0 and there is no trace to take a duration from")
+    utility = run_utility(config, stages, links, source)
+    accuracy_of = accuracy_function(plan, config)
+    solution = None
+    if config.policy.name == "optimal":
+        solution = solve_optimal(config, stages, links, source, duration, utility, accuracy_of)
     records = Pipeline(
         stages, links, source, allowed_bits=config.quant.allowed_bits,
         window=config.policy.window, on_progress=on_progress,
@@ -67,17 +79,47 @@ def simulate(
         target_rate_items_per_s=source.target_rate_items_per_s,
         duration_s=duration,
         metrics_interval_s=config.run.metrics_interval_s,
-        accuracy_of=accuracy_function(plan, config),
+        accuracy_of=accuracy_of,
         trace_mbps=[t.mean_mbps for t in plan.traces],
         record=run_record(config, plan),
+        utility=utility,
     )
     result = summary(records, info)
     result["notes"] = notes(config, plan)
+    if solution is not None:
+        result["optimal"] = solution.summary()
     return SimResult(records, info, plan.cuts, result)
 
 
 def sim_link_policy(config: Config, trace: Trace | None) -> Policy:
-    """The configured policy; the oracle, which reads the link's future, only here."""
+    """The configured policy; the oracle, which reads the link's future, only here (`optimal`
+    gets its plan once every link is built: `solve_optimal`)."""
     if config.policy.name == "oracle":
         return OraclePolicy(trace=trace)
+    if config.policy.name == "optimal":
+        return OptimalPolicy([])
     return link_policy(config, trace)
+
+
+def solve_optimal(
+    config: Config,
+    stages: list[StageSpec],
+    links: list[LinkSpec],
+    source: SourceSpec,
+    duration_s: float,
+    utility: Utility,
+    accuracy_of: Callable[[Sequence[int]], float | None] | None,
+) -> Solution:
+    """The offline optimum of this run's utility; each link's policy replays its column."""
+    bits = sorted({*config.quant.allowed_bits, FLOAT_BITS})
+    actions = list(itertools.product(bits, repeat=len(links)))
+    profiled = accuracy_of is not None and all(accuracy_of(a) is not None for a in actions)
+    value_of = accuracy_of if profiled else log_value
+    model = PipelineModel.from_specs(stages, links, source, duration_s, utility, bits, value_of)
+    params = dict(config.policy.params)
+    if unknown := set(params) - {"grid_s"}:
+        raise ValueError(f"policy 'optimal' takes only grid_s, got {sorted(unknown)}")
+    solution = solve(model, **params)
+    for k, link in enumerate(links):
+        link.policy = OptimalPolicy([bits_[k] for bits_ in solution.plan])
+    return solution

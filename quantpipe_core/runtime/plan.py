@@ -19,6 +19,7 @@ from quantpipe_core.plan import (
     build_specs,
     resolve,
     run_record,
+    run_utility,
 )
 from quantpipe_core.results import RunInfo
 
@@ -52,6 +53,7 @@ class RuntimePlan:
             accuracy_of=accuracy_function(self.plan, self.config),
             trace_mbps=trace_mbps,
             record=self.record(),
+            utility=run_utility(self.config, self.stages, self.links, self.source),
         )
 
     def record(self) -> dict[str, Any]:
