@@ -2,10 +2,15 @@
 
 Runs every (trace, policy) pair on an engine (`sim.engine`: local processes, or Ray with
 ``--backend ray``), keeps each run's four files under ``OUT/<trace>-<policy>/``, and writes
-``OUT/report.md`` (a table per trace, a ranking, the gap to the oracle), ``OUT/results.csv`` (one
-row per run) and plots: per trace, the link's rate, and bits and delivered rate against time for
-every policy, and one scatter of target-met share against expected accuracy (mean bits where
-the model has no accuracy profile).
+``OUT/report.md``, ``OUT/results.csv`` (one row per run) and plots: per trace, the link's rate,
+and bits and delivered rate against time for every policy, and one scatter of target-met share
+against expected accuracy (mean bits where the model has no accuracy profile).
+
+Policies are ranked by their mean utility over traces (`quantpipe_core.utility`), with a 95 %
+bootstrap interval over traces, and measured against the offline optimum: the `optimal` run's
+bound on the same trace (`sim.optimal`), feasible for one-link pipelines only. Traces named by
+``--train`` are the ones policies may be tuned on; the ranking is over the others (held out), and
+the training traces get a smaller table of their own.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import fnmatch
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from quantpipe_core.cli import name_list
@@ -29,8 +37,15 @@ from sim.engine import Engine, EngineError, Run, add_engine_options, open_engine
 from sim.run import option_overrides
 
 DEFAULT_POLICIES = ("fixed:32", "fixed:8", "fixed:4", "fixed:2", "quantpipe", "controller", "mpc",
-                    "oracle")
+                    "oracle", "optimal")
+SIMULATOR_ONLY = ("oracle", "optimal")  # they read the link's future: off the Pareto front
+NEAR_OPTIMUM = 0.9  # a trace counts as reached when the utility is at least this share of it
+CONFIDENCE = 0.95
+RESAMPLES = 2000
 COLUMNS = (
+    ("utility", "utility_value", 4),
+    ("share of optimum", "share_of_optimum", 3),
+    ("gap to optimal", "gap_to_optimal", 4),
     ("target met", "target_met_fraction", 3),
     ("items/s", "throughput_items_per_s", 2),
     ("p50 latency s", "latency_p50_s", 2),
@@ -39,12 +54,42 @@ COLUMNS = (
     ("expected accuracy", "expected_accuracy", 4),
     ("switches", "bits_switches", 0),
 )
+OPTIMUM_KEYS = ("share_of_optimum", "gap_to_optimal")  # empty cells, not n/a, without one
+POLICY_NOTES = (
+    "`oracle` is quantpipe's rule with a perfect forecast of the next window: the most bits "
+    "whose window would cross the link in time on the real future trace (simulator only). "
+    "`optimal` replays the utility's offline optimum, found by dynamic programming over the "
+    "whole trace (simulator only); its bound, an upper bound on any policy's utility on that "
+    "trace, is the reference every share of the optimum and gap to optimal is taken against."
+)
 
 
 def with_policy(config: Config, policy: str) -> Config:
     """`config` running `policy`; its parameters are kept only for the policy they were for."""
     params = dict(config.policy.params) if policy == config.policy.name else {}
     return config.replace(**{"policy.name": policy, "policy.params": params})
+
+
+def link_count(config: Config) -> int:
+    """Links between the pipeline's stages: one fewer than its devices."""
+    return len(config.devices) - 1
+
+
+def optimum_feasible(config: Config) -> bool:
+    """Whether `optimal` can run on this pipeline: its programme's state holds every stage's and
+    link's free time and every link's bits, which is small enough for one link only."""
+    return link_count(config) == 1
+
+
+def without_optimal_reason(links: int) -> str:
+    """Why a page about a pipeline of `links` links has no optimum to measure against."""
+    if links == 1:
+        return ("No `optimal` run among these policies, so shares of the optimum and gaps to "
+                "optimal are left empty.")
+    return (f"`optimal` is not run on this pipeline: with {links} links the "
+            "joint state space of its dynamic programme (every stage's and link's free time, "
+            "every link's bits) is too large, so shares of the optimum and gaps to optimal are "
+            "left empty.")
 
 
 class RunFailed(RuntimeError):
@@ -55,7 +100,8 @@ def compare(
     config: Config, traces: Sequence[Path], policies: Sequence[str], out: Path, engine: Engine
 ) -> list[dict[str, Any]]:
     """Every pair on `engine`, each run's four files in ``out/<trace>-<policy>/``; their
-    summaries with the trace, policy and folder, in (trace, policy) order."""
+    summaries with the trace, policy and folder, in (trace, policy) order, each measured
+    against its trace's optimum (`against_optimum`)."""
     cases = [(t, p) for t in traces for p in policies]
     runs = [Run(str(i), with_policy(config, p), t, RUN_FILES) for i, (t, p) in enumerate(cases)]
     rows: dict[str, dict[str, Any]] = {}
@@ -67,25 +113,94 @@ def compare(
         outcome.write_files(folder)
         rows[outcome.key] = {"trace": trace.stem, "policy": policy, "out": str(folder),
                              **outcome.summary}
-    return [rows[run.key] for run in runs]
+    return against_optimum([rows[run.key] for run in runs])
 
 
-def ranking(rows: list[dict[str, Any]], policies: Sequence[str]) -> list[tuple[str, float, float]]:
-    """Policies by mean target-met share, then mean expected accuracy (or bits)."""
+def against_optimum(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run with its utility (``utility_value``) and, where its trace has an `optimal` run,
+    that run's bound (``optimum``), the utility's share of it and its gap to it (utility minus
+    bound, so <= 0 up to the plan's own gap). Rows must come from one set of traces: a trace is
+    known by its name."""
+    optimum = {r["trace"]: r["optimal"]["bound"] for r in rows if r["policy"] == "optimal"}
+    judged = []
+    for row in rows:
+        value, bound = row["utility"]["value"], optimum.get(row["trace"])
+        judged.append(dict(row, utility_value=value, optimum=bound,
+                           share_of_optimum=share_of(value, bound),
+                           gap_to_optimal=None if bound is None else value - bound))
+    return judged
+
+
+def share_of(value: float | None, optimum: float | None) -> float | None:
+    """`value` as a share of `optimum`; none without either, or when the optimum is not above
+    0, where a share says nothing."""
+    if value is None or optimum is None or optimum <= 0:
+        return None
+    return value / optimum
+
+
+def bootstrap_interval(values: Sequence[float], seed: int = 0) -> tuple[float, float]:
+    """The 95 % percentile-bootstrap interval of the mean of `values` (one per trace): the
+    spread of the ranking's means if the traces had been another draw of similar links.
+    Deterministic (fixed `seed`); a single value, or equal values, give a point."""
+    if not values:
+        raise ValueError("a bootstrap interval needs at least one value")
+    data = np.asarray(values, dtype=float)
+    draws = np.random.default_rng(seed).integers(0, len(data), size=(RESAMPLES, len(data)))
+    means = data[draws].mean(axis=1)
+    tail = 100 * (1 - CONFIDENCE) / 2
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass(frozen=True)
+class Standing:
+    """One policy over a set of traces: the ranking's row."""
+
+    policy: str
+    utility: float  # mean over traces
+    interval: tuple[float, float]  # 95 % bootstrap interval of that mean
+    share_of_optimum: float | None  # mean utility / mean optimum, over traces with an optimum
+    near_optimum: float | None  # share of those traces where the utility >= NEAR_OPTIMUM of it
+    target_met: float | None
+    quality: float | None  # expected accuracy, or mean bits without an accuracy profile
+
+
+def ranking(rows: Sequence[dict[str, Any]], policies: Sequence[str]) -> list[Standing]:
+    """Policies by mean utility over the traces of `rows` (judged by `against_optimum`), then
+    by quality; policies without a run in `rows` are left out."""
     table = []
     for policy in policies:
         mine = [r for r in rows if r["policy"] == policy]
-        met = mean([r["target_met_fraction"] for r in mine])
-        quality = mean([quality_of(r) for r in mine])
-        table.append((policy, met, quality))
-    return sorted(table, key=lambda row: (-(row[1] or 0), -(row[2] or 0)))
+        if not mine:
+            continue
+        utilities = [r["utility_value"] for r in mine]
+        known = [r for r in mine if r["optimum"] is not None]
+        shares = [r["share_of_optimum"] for r in known if r["share_of_optimum"] is not None]
+        table.append(Standing(
+            policy=policy,
+            utility=sum(utilities) / len(utilities),
+            interval=bootstrap_interval(utilities),
+            share_of_optimum=share_of(mean([r["utility_value"] for r in known]),
+                                      mean([r["optimum"] for r in known])),
+            near_optimum=(sum(s >= NEAR_OPTIMUM for s in shares) / len(shares)
+                          if shares else None),
+            target_met=mean([r["target_met_fraction"] for r in mine]),
+            quality=mean([quality_of(r) for r in mine]),
+        ))
+    return sorted(table, key=lambda s: (-s.utility, -(s.quality or 0)))
+
+
+def training_traces(traces: Sequence[Path], patterns: Sequence[str]) -> set[str]:
+    """Names (stems) of the traces whose file name matches one of the glob `patterns`."""
+    return {t.stem for t in traces if any(fnmatch.fnmatch(t.name, p) for p in patterns)}
 
 
 def quality_of(row: dict[str, Any]) -> float | None:
     return row["expected_accuracy"] if row["expected_accuracy"] is not None else row["mean_bits"]
 
 
-def mean(values: list[float | None]) -> float | None:
+def mean(values: Sequence[float | None]) -> float | None:
     known = [v for v in values if v is not None]
     return sum(known) / len(known) if known else None
 
@@ -96,11 +211,51 @@ def cell(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}" if digits else str(value)
 
 
-def report(rows: list[dict[str, Any]], traces: Sequence[Path], policies: Sequence[str],
-           out: Path, command: str) -> str:
-    """The Markdown report."""
+def utility_cell(standing: Standing) -> str:
+    """Mean utility with its interval: ``0.8123 [0.7901, 0.8342]``."""
+    low, high = standing.interval
+    return f"{standing.utility:.4f} [{low:.4f}, {high:.4f}]"
+
+
+def optimum_cell(value: float | None, digits: int = 3) -> str:
+    """A share of the optimum or a gap to it; empty where there is none (no `optimal` run, or
+    an optimum not above 0)."""
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def latency_slo(rows: Sequence[dict[str, Any]]) -> str:
+    """The utility's latency SLO of these runs, for a reader."""
+    slos = sorted({r["utility"]["latency_slo_s"] for r in rows})
+    return f"{slos[0]:.2f} s" if len(slos) == 1 else "see each run's summary.json"
+
+
+def definitions(slo: str) -> str:
+    """What the rankings' numbers mean, for their readers; `slo` says what the SLO is."""
+    near = percent(NEAR_OPTIMUM)
+    return (
+        "Utility (`quantpipe_core.utility`): per offered microbatch, the value of the bits it "
+        "was delivered with (expected accuracy, or log2(bits)/5 without an accuracy profile; 0 "
+        f"if it never arrived), minus its seconds past the latency SLO ({slo}), minus the change "
+        "in value from the previous one (each times its weight, 1 by default); higher is "
+        "better, and it can be negative. Policies are ranked by the mean over traces, with a "
+        f"{percent(CONFIDENCE)} percentile-bootstrap interval over traces ({RESAMPLES} "
+        "resamples, fixed seed). Share of optimum: utility over the trace's optimum, and over "
+        f"traces mean utility over mean optimum; >= {near} of optimum: the share of traces on "
+        f"which the policy reached at least {near} of that trace's optimum. Gap to optimal: "
+        "utility minus the optimum. Target met: share of 5 s intervals (first excluded) in which "
+        "the sink received at least 95 % of the target rate."
+    )
+
+
+def report(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Sequence[str],
+           command: str, training: Collection[str] = ()) -> str:
+    """The Markdown report: the ranking over held-out traces, the one over `training` traces
+    (names), then a table per trace."""
     accuracy_known = any(r["expected_accuracy"] is not None for r in rows)
+    quality = "expected accuracy" if accuracy_known else "mean bits (no accuracy profile)"
     versions = rows[0]["run"]["versions"] if rows else {}
+    held_out = [t for t in traces if t.stem not in training]
+    trained = [t.stem for t in traces if t.stem in training]
     lines = [
         "# Policy comparison",
         "",
@@ -108,39 +263,79 @@ def report(rows: list[dict[str, Any]], traces: Sequence[Path], policies: Sequenc
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "",
-        "Target met: share of 5 s intervals (first excluded) in which the sink received at "
-        "least 95 % of the target rate. "
-        + ("Expected accuracy: from the model's accuracy profile." if accuracy_known else
-           "This model has no accuracy profile, so quality is shown as mean bits."),
+        definitions(latency_slo(rows)),
+        "",
+        POLICY_NOTES,
         "",
     ]
+    if rows and not any(r["policy"] == "optimal" for r in rows):
+        lines += [without_optimal_reason(len(rows[0]["run"]["cuts"])), ""]
+    if trained:
+        lines += [f"Training traces, which policies may be tuned on: "
+                  f"{', '.join(trained)}. The ranking is "
+                  f"over the {_count(len(held_out), 'held-out trace')}, which no policy was "
+                  "tuned on; the training traces have a table of their own below it.", ""]
+    else:
+        lines += ["No traces are marked for training: the ranking is over every trace, so a "
+                  "policy tuned on any of them is favoured here.", ""]
+    lines += [f"## Ranking ({_count(len(held_out), 'held-out trace' if trained else 'trace')})",
+              "", "![scatter](scatter.png)", "",
+              f"| rank | policy | utility [95 % CI] | share of optimum "
+              f"| >= {percent(NEAR_OPTIMUM)} of optimum | target met | {quality} |",
+              "|---" * 7 + "|"]
+    for rank, s in enumerate(ranking(held_out_rows(rows, training), policies), start=1):
+        lines += [f"| {rank} | {s.policy} | {utility_cell(s)} | {optimum_cell(s.share_of_optimum)} "
+                  f"| {optimum_cell(s.near_optimum, 2)} | {cell(s.target_met, 3)} "
+                  f"| {cell(s.quality, 4)} |"]
+    lines += [""]
+    if trained:
+        lines += [f"### Training traces ({_count(len(trained), 'trace')})", "",
+                  *training_table([r for r in rows if r["trace"] in training], policies,
+                                  quality)]
     for trace in traces:
         mine = [r for r in rows if r["trace"] == trace.stem]
-        oracle = next((r for r in mine if r["policy"] == "oracle"), None)
-        lines += [f"## {trace.name}", "", f"![{trace.stem}]({trace.stem}.png)", ""]
+        role = " (training)" if trace.stem in training else ""
+        lines += [f"## {trace.name}{role}", "", f"![{trace.stem}]({trace.stem}.png)", ""]
         header = ["policy", *(name for name, _, _ in COLUMNS)]
-        if oracle:
-            header.append("target met vs oracle")
         lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for row in mine:
-            cells = [row["policy"], *(cell(row[key], d) for _, key, d in COLUMNS)]
-            if oracle:
-                gap = None
-                if row["target_met_fraction"] is not None and oracle["target_met_fraction"]:
-                    gap = row["target_met_fraction"] - oracle["target_met_fraction"]
-                cells.append(cell(gap, 3))
+            cells = [row["policy"], *(optimum_cell(row[key], d) if key in OPTIMUM_KEYS
+                                      else cell(row[key], d) for _, key, d in COLUMNS)]
             lines += ["| " + " | ".join(cells) + " |"]
         lines += [""]
-    quality = "expected accuracy" if accuracy_known else "mean bits"
-    lines += ["## Ranking (mean over traces)", "", "![scatter](scatter.png)", "",
-              f"| rank | policy | target met | {quality} |", "|---|---|---|---|"]
-    for rank, (policy, met, q) in enumerate(ranking(rows, policies), start=1):
-        lines += [f"| {rank} | {policy} | {cell(met, 3)} | {cell(q, 4)} |"]
     return "\n".join(lines) + "\n"
 
 
-def plots(rows: list[dict[str, Any]], traces: Sequence[Path], policies: Sequence[str],
-          out: Path) -> None:
+def held_out_rows(rows: Sequence[dict[str, Any]], training: Collection[str]
+                  ) -> list[dict[str, Any]]:
+    return [r for r in rows if r["trace"] not in training]
+
+
+def training_table(rows: Sequence[dict[str, Any]], policies: Sequence[str],
+                   quality: str) -> list[str]:
+    """The smaller table over the training traces, in ranking order without ranks: the
+    ranking that counts is the held-out one."""
+    lines = [f"| policy | utility [95 % CI] | share of optimum | target met | {quality} |",
+             "|---" * 5 + "|"]
+    for s in ranking(rows, policies):
+        lines += [f"| {s.policy} | {utility_cell(s)} | {optimum_cell(s.share_of_optimum)} "
+                  f"| {cell(s.target_met, 3)} | {cell(s.quality, 4)} |"]
+    return [*lines, ""]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def percent(share: float) -> str:
+    """0.9 -> ``90 %``, as the pages write shares."""
+    return f"{100 * share:g} %"
+
+
+def plots(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Sequence[str],
+          out: Path, training: Collection[str] = ()) -> None:
+    """Per trace, rate, bits and delivered rate against time; one scatter of target met
+    against quality over the held-out traces (the ranking's)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -171,37 +366,44 @@ def plots(rows: list[dict[str, Any]], traces: Sequence[Path], policies: Sequence
         fig.savefig(out / f"{trace.stem}.png", dpi=90)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4.5))
-    for policy, met, quality in ranking(rows, policies):
-        if met is not None and quality is not None:
-            ax.scatter(met, quality)
-            ax.annotate(policy, (met, quality), fontsize=8, xytext=(3, 3),
+    for s in ranking(held_out_rows(rows, training), policies):
+        if s.target_met is not None and s.quality is not None:
+            ax.scatter(s.target_met, s.quality)
+            ax.annotate(s.policy, (s.target_met, s.quality), fontsize=8, xytext=(3, 3),
                         textcoords="offset points")
     accuracy_known = any(r["expected_accuracy"] is not None for r in rows)
     ax.set_xlabel("target met (share of intervals)")
     ax.set_ylabel("expected accuracy" if accuracy_known else "mean bits")
+    ax.set_title("held-out traces" if training else "all traces", fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "scatter.png", dpi=90)
     plt.close(fig)
 
 
-def write_table(rows: list[dict[str, Any]], path: Path) -> None:
-    keys = ["trace", "policy", *(key for _, key, _ in COLUMNS), "items_completed"]
+def write_table(rows: Sequence[dict[str, Any]], path: Path,
+                training: Collection[str] = ()) -> None:
+    keys = ["trace", "training", "policy", *(key for _, key, _ in COLUMNS), "optimum",
+            "items_completed"]
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(dict(r, training=r["trace"] in training) for r in rows)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sim.compare",
         description="Simulate every policy on every trace and write a Markdown report with "
-        "tables, a ranking and plots.",
+        "a ranking by utility, tables and plots.",
     )
     parser.add_argument("traces", type=Path, nargs="+", help="trace files")
-    parser.add_argument("--policies", type=name_list, default=list(DEFAULT_POLICIES),
-                        help=f"comma-separated (default {','.join(DEFAULT_POLICIES)})")
+    parser.add_argument("--policies", type=name_list, default=None,
+                        help=f"comma-separated (default {','.join(DEFAULT_POLICIES)}, without "
+                        "optimal for pipelines of more than one link)")
+    parser.add_argument("--train", type=name_list, default=[], metavar="GLOBS",
+                        help="comma-separated file-name globs of the traces policies were tuned "
+                        "on; the ranking is over the others (default: none, rank over all)")
     parser.add_argument("--config", type=Path, default=None, help="TOML run configuration")
     parser.add_argument("--scale", type=float, default=None, help="multiply every trace's rates")
     parser.add_argument("--duration", type=float, default=None, help="seconds per run")
@@ -211,11 +413,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if missing := [str(t) for t in args.traces if not t.is_file()]:
         parser.error(f"no such trace file: {', '.join(missing)}")
+    training = training_traces(args.traces, args.train)
+    if unmatched := [p for p in args.train if not training_traces(args.traces, [p])]:
+        parser.error(f"--train: no trace matches {', '.join(unmatched)}")
     try:
         config = load_config(args.config)
         changes = option_overrides(scale=args.scale, duration=args.duration)
         config = config.replace(**changes) if changes else config
-        for policy in args.policies:
+        policies = args.policies or [p for p in DEFAULT_POLICIES
+                                     if p != "optimal" or optimum_feasible(config)]
+        if "optimal" in policies and not optimum_feasible(config):
+            raise ValueError(f"policy 'optimal' needs a one-link pipeline, this one has "
+                             f"{link_count(config)} links (the joint state space of its dynamic "
+                             "programme would be too large)")
+        for policy in policies:
             with_policy(config, policy)
         engine = open_engine(args.backend, args.address, args.jobs)
     except (ConfigError, ValueError, EngineError) as error:
@@ -224,15 +435,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     try:
         with closing(engine):
-            rows = compare(config, args.traces, args.policies, args.out, engine)
+            rows = compare(config, args.traces, policies, args.out, engine)
     except RunFailed as error:
         print(f"sim.compare: {error}", file=sys.stderr)
         return 1
     command = "python -m sim.compare " + " ".join(sys.argv[1:] if argv is None else argv)
-    plots(rows, args.traces, args.policies, args.out)
-    write_table(rows, args.out / "results.csv")
-    (args.out / "report.md").write_text(report(rows, args.traces, args.policies, args.out,
-                                               command))
+    plots(rows, args.traces, policies, args.out, training)
+    write_table(rows, args.out / "results.csv", training)
+    (args.out / "report.md").write_text(report(rows, args.traces, policies, command, training))
     (args.out / "results.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
     print(f"wrote {args.out / 'report.md'}")
     return 0

@@ -1,18 +1,21 @@
 """The policy-comparison reports of ``docs/reports/``, from one spec file:
 ``python -m sim.report docs/reports/report.toml --shared ../shared/traces --out docs/reports``.
 
-The spec (TOML) names the policies, the trace folders (each with a scale factor per pipeline),
-the pipelines (a run config each), the clipping-method comparison and the emulated cross-check
-cases. Every (pipeline, trace, policy) is simulated with `sim.compare` on one engine (local
-processes, or Ray with ``--backend ray``); each run's four files go under ``--runs`` (default
-``runs/report``), and ``--out`` gets one page per pipeline with its plots and an index
-(``README.md``) with the ranking, the clipping methods and the cross-check.
+The spec (TOML) names the policies, the training traces, the trace folders (each with a scale
+factor per pipeline), the pipelines (a run config each), the clipping-method comparison and the
+emulated cross-check cases. Every (pipeline, trace, policy) is simulated with `sim.compare` on one
+engine (local processes, or Ray with ``--backend ray``); each run's four files go under ``--runs``
+(default ``runs/report``), and ``--out`` gets one page per pipeline with its plots and an index
+(``README.md``) with the rankings by utility on the held-out traces, the clipping methods and the
+cross-check.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import difflib
+import fnmatch
 import json
 import sys
 import tomllib
@@ -25,16 +28,33 @@ from typing import Any
 from quantpipe_core.config import CLIP_METHODS, Config, ConfigError, load_config
 from sim.compare import (
     DEFAULT_POLICIES,
+    NEAR_OPTIMUM,
+    POLICY_NOTES,
+    SIMULATOR_ONLY,
     RunFailed,
     cell,
     compare,
+    definitions,
+    latency_slo,
+    link_count,
     mean,
+    optimum_cell,
+    optimum_feasible,
+    percent,
     plots,
     ranking,
     report,
+    training_table,
+    utility_cell,
     with_policy,
+    without_optimal_reason,
 )
 from sim.engine import Engine, EngineError, add_engine_options, open_engine
+
+TOP_KEYS = ("policies", "train", "folders", "pipelines", "clipping", "crosscheck")
+PIPELINE_KEYS = ("name", "title", "config", "scales")
+CLIPPING_KEYS = ("pipeline", "trace", "policies")
+CROSSCHECK_KEYS = ("name", "args")
 
 
 @dataclass(frozen=True)
@@ -53,10 +73,11 @@ class Spec:
 
     path: Path
     policies: list[str]
+    train: list[str]  # patterns ``folder/file-glob`` of the traces policies may be tuned on
     folders: dict[str, Path]  # trace-folder name -> folder
     pipelines: list[Pipeline]
     clipping: list[dict[str, Any]]  # {pipeline, trace, policies}
-    crosscheck: list[dict[str, Any]]  # {name, pipeline, trace, command}
+    crosscheck: list[dict[str, Any]]  # {name, args}
 
     def traces(self, folder: str) -> list[Path]:
         return sorted(p for p in self.folders[folder].iterdir()
@@ -70,6 +91,20 @@ class Spec:
                     return folder, path
         raise SpecError(f"{self.path}: no trace named {name!r} in {list(self.folders)}")
 
+    def matches(self, pattern: str) -> list[Path]:
+        """The traces a ``train`` pattern names: ``folder/file-glob``."""
+        folder, _, glob = pattern.partition("/")
+        return [p for p in self.traces(folder) if fnmatch.fnmatch(p.name, glob)]
+
+    def training(self) -> list[Path]:
+        """The training traces; every other trace is held out."""
+        return sorted({p for pattern in self.train for p in self.matches(pattern)})
+
+    def policies_for(self, entry: Pipeline) -> list[str]:
+        """The spec's policies that can run on `entry`: `optimal` on one-link pipelines only."""
+        feasible = optimum_feasible(entry.config)
+        return [p for p in self.policies if p != "optimal" or feasible]
+
 
 class SpecError(ValueError):
     """A report spec that cannot run; the message names the file and the field."""
@@ -77,9 +112,11 @@ class SpecError(ValueError):
 
 def read_spec(path: Path, shared: Path | None) -> Spec:
     """The spec at `path`. Trace folders may start with ``{shared}`` (the ``--shared`` folder);
-    other relative paths start at the spec's folder."""
+    other relative paths start at the spec's folder. Unknown keys are refused, so that a typo
+    cannot silently leave a default in place."""
     data = tomllib.loads(path.read_text())
     base = path.resolve().parent
+    _known(path, "top level", data, TOP_KEYS)
 
     def folder(text: str) -> Path:
         if text.startswith("{shared}"):
@@ -92,8 +129,11 @@ def read_spec(path: Path, shared: Path | None) -> Spec:
     if missing := [str(p) for p in folders.values() if not p.is_dir()]:
         raise SpecError(f"{path}: no such trace folder: {', '.join(missing)}")
     pipelines = []
-    for index, entry in enumerate(data.get("pipelines", [])):
-        _require(path, f"pipelines[{index}]", entry, ("name", "config"))
+    for index, entry in enumerate(_tables(path, data, "pipelines")):
+        where = f"pipelines[{index}]"
+        _known(path, where, entry, PIPELINE_KEYS)
+        _require(path, where, entry, ("name", "config"))
+        _known(path, f"{where}.scales", entry.get("scales", {}), list(folders))
         scales = {name: float(entry.get("scales", {}).get(name, 1.0)) for name in folders}
         try:
             config = load_config(base / entry["config"])
@@ -101,21 +141,58 @@ def read_spec(path: Path, shared: Path | None) -> Spec:
             raise SpecError(f"{path}: pipeline {entry['name']}: {error}") from None
         pipelines.append(Pipeline(entry["name"], entry.get("title", entry["name"]), config,
                                   scales))
-    spec = Spec(path, list(data.get("policies", DEFAULT_POLICIES)), folders, pipelines,
-                list(data.get("clipping", [])), list(data.get("crosscheck", [])))
+    spec = Spec(path, _strings(path, data, "policies", DEFAULT_POLICIES),
+                _strings(path, data, "train", ()), folders, pipelines,
+                _tables(path, data, "clipping"), _tables(path, data, "crosscheck"))
     for policy in spec.policies:
         for entry in pipelines:
             try:
                 with_policy(entry.config, policy)
             except (ConfigError, ValueError) as error:
                 raise SpecError(f"{path}: policies: {error}") from None
+    for pattern in spec.train:
+        name = pattern.partition("/")[0]
+        if name not in folders:
+            raise SpecError(f"{path}: train: {pattern!r} does not start with a trace folder "
+                            f"(folder/file-glob){_closest(name, list(folders))}")
+        if not spec.matches(pattern):
+            raise SpecError(f"{path}: train: no trace matches {pattern!r}")
     for index, case in enumerate(spec.clipping):
+        _known(path, f"clipping[{index}]", case, CLIPPING_KEYS)
         _require(path, f"clipping[{index}]", case, ("pipeline", "trace"))
         pipeline(spec, case["pipeline"])
         spec.trace(case["trace"])
     for index, case in enumerate(spec.crosscheck):
+        _known(path, f"crosscheck[{index}]", case, CROSSCHECK_KEYS)
         _require(path, f"crosscheck[{index}]", case, ("name", "args"))
     return spec
+
+
+def _tables(path: Path, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """``[[key]]`` entries; a single ``[key]`` table (a common slip) is refused."""
+    entries = data.get(key, [])
+    if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
+        raise SpecError(f"{path}: {key} must be an array of tables, written [[{key}]]")
+    return entries
+
+
+def _strings(path: Path, data: dict[str, Any], key: str, default: Sequence[str]) -> list[str]:
+    values = data.get(key, default)
+    if not (isinstance(values, list | tuple) and all(isinstance(v, str) for v in values)):
+        raise SpecError(f"{path}: {key} must be a list of strings")
+    return list(values)
+
+
+def _known(path: Path, where: str, entry: dict[str, Any], keys: Sequence[str]) -> None:
+    for key in entry:
+        if key not in keys:
+            raise SpecError(f"{path}: {where}: unknown key {key!r}{_closest(key, keys)}")
+
+
+def _closest(name: str, known: Sequence[str]) -> str:
+    """"; did you mean 'x'?" for the known name closest to `name`, if one is close."""
+    close = difflib.get_close_matches(name, known, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _require(path: Path, where: str, entry: dict[str, Any], keys: Sequence[str]) -> None:
@@ -137,18 +214,21 @@ def scaled(config: Config, scale: float) -> Config:
 def run_pipeline(spec: Spec, entry: Pipeline, runs: Path, out: Path, engine: Engine,
                  command: str) -> list[dict[str, Any]]:
     """Every trace and policy for one pipeline; its page and plots in ``out/<name>/``."""
+    policies = spec.policies_for(entry)
+    training = {p.stem for p in spec.training()}
     rows: list[dict[str, Any]] = []
     traces: list[Path] = []
     for folder in spec.folders:
         mine = spec.traces(folder)
         config = scaled(entry.config, entry.scales[folder])
-        rows += [dict(r, folder=folder, scale=entry.scales[folder])
-                 for r in compare(config, mine, spec.policies, runs / entry.name, engine)]
+        rows += [dict(r, folder=folder, scale=entry.scales[folder],
+                      training=r["trace"] in training)
+                 for r in compare(config, mine, policies, runs / entry.name, engine)]
         traces += mine
     page = out / entry.name
     page.mkdir(parents=True, exist_ok=True)
-    plots(rows, traces, spec.policies, page)
-    text = report(rows, traces, spec.policies, page, command)
+    plots(rows, traces, policies, page, training)
+    text = report(rows, traces, policies, command, training)
     scales = ", ".join(f"`{folder}` x{entry.scales[folder]:g}" for folder in spec.folders)
     intro = (f"# {entry.title}\n\nCuts: {', '.join(rows[0]['run']['cuts'])}; target "
              f"{rows[0]['target_rate_items_per_s']:.2f} items/s; trace scales: {scales}.\n")
@@ -176,7 +256,8 @@ def clipping_rows(spec: Spec, runs: Path, engine: Engine) -> list[dict[str, Any]
 
 def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[dict[str, Any]],
           crosscheck: list[str], command: str) -> str:
-    """The index page: how it was made, the ranking per pipeline, clipping, cross-check."""
+    """The index page: how it was made, which traces are for training, the rankings per
+    pipeline, clipping, cross-check."""
     versions = next(iter(results.values()))[0]["run"]["versions"]
     lines = [
         "# Policy-comparison reports",
@@ -186,49 +267,29 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
         "Every number and plot here comes from that command; the per-run files (timeline, "
         "windows, summary, plot) are under `runs/report/` after it runs.",
         "",
-        "Policies: " + ", ".join(f"`{p}`" for p in spec.policies) + ". `oracle` sees the "
-        "link's future and is the upper bound on bits at the target rate (simulator only).",
+        "Policies: " + ", ".join(f"`{p}`" for p in spec.policies) + ". " + POLICY_NOTES
+        + " `optimal` runs on one-link pipelines only: with more links the joint state space of "
+        "its dynamic programme is too large, so those pipelines' shares of the optimum are "
+        "empty.",
         "",
         "Trace folders: " + ", ".join(f"`{name}` ({_count(len(spec.traces(name)), 'trace')})"
                                       for name in spec.folders) + ".",
         "",
+        *split_section(spec),
         "## Pipelines",
         "",
-        "Each pipeline's policies are ranked by the share of metrics intervals in which they "
-        "met the target rate, then by quality (expected accuracy from the accuracy profile, or "
-        "mean bits where the model has none), averaged over every trace. `fixed:2` tops most "
-        "rankings because it sends the fewest bytes, at the lowest accuracy; *Pareto* marks "
-        "the policies that no other one (the oracle aside) beats on both target met and "
-        "quality, the ones worth choosing between. Each pipeline's page has the per-trace "
-        "tables, timelines of bits and delivered rate, and each policy's gap to the oracle.",
+        definitions("given per pipeline below") + " Each pipeline's ranking is over the "
+        "held-out traces; its training traces have the smaller table under it. *Pareto* marks "
+        "the policies that no other one (`oracle` and `optimal` aside: they read the link's "
+        "future) beats on both target met and quality (expected accuracy, or mean bits where "
+        "the model has no accuracy profile), the ones worth choosing between on those two "
+        "axes; the scatter plots them. Each pipeline's page has the per-trace tables with each "
+        "policy's gap to optimal, and timelines of bits and delivered rate.",
         "",
     ]
     for entry in spec.pipelines:
-        rows = results[entry.name]
-        scales = ", ".join(f"{folder} x{entry.scales[folder]:g}" for folder in spec.folders)
-        accuracy = any(r["expected_accuracy"] is not None for r in rows)
-        quality = "expected accuracy" if accuracy else "mean bits (no accuracy profile)"
-        lines += [
-            f"### [{entry.title}]({entry.name}/README.md)",
-            "",
-            f"Trace scales: {scales}. Mean over {len({r['trace'] for r in rows})} traces:",
-            "",
-            f"| rank | policy | target met | {quality} | {quality} vs oracle | Pareto "
-            "| p95 latency s | switches |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        table = ranking(rows, spec.policies)
-        oracle = next((q for policy, _, q in table if policy == "oracle"), None)
-        front = pareto(table)
-        for rank, (policy, met, q) in enumerate(table, start=1):
-            mine = [r for r in rows if r["policy"] == policy]
-            p95 = mean([r["latency_p95_s"] for r in mine])
-            switches = mean([r["bits_switches"] for r in mine])
-            gap = q - oracle if q is not None and oracle is not None else None
-            lines.append(f"| {rank} | {policy} | {cell(met, 3)} | {cell(q, 4)} | {cell(gap, 4)} "
-                         f"| {'yes' if policy in front else ''} | {cell(p95, 2)} "
-                         f"| {cell(switches, 1)} |")
-        lines += ["", f"![{entry.name}]({entry.name}/scatter.png)", ""]
+        if entry.name in results:
+            lines += pipeline_section(spec, entry, results[entry.name])
     if clipping:
         lines += clipping_section(clipping)
     if crosscheck:
@@ -236,11 +297,86 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
     return "\n".join(lines) + "\n"
 
 
+def split_section(spec: Spec) -> list[str]:
+    """Which traces are for training and which are held out, and why."""
+    lines = ["## Training and held-out traces", ""]
+    if not spec.train:
+        return [*lines, f"No training traces are named (`train` in {spec.path.name}): every "
+                "ranking is over every trace, so a policy tuned on any of them is favoured.", ""]
+    training = set(spec.training())
+
+    def listing(held: bool) -> str:
+        parts = []
+        for folder in spec.folders:
+            names = [p.name for p in spec.traces(folder) if (p in training) != held]
+            if names:
+                parts.append(f"`{folder}`: " + ", ".join(names))
+        return "; ".join(parts)
+
+    held_out = sum(len(spec.traces(f)) for f in spec.folders) - len(training)
+    patterns = ", ".join(f"`{p}`" for p in spec.train)
+    return [
+        *lines,
+        "A policy's parameters (thresholds, weights, windows, forecasts) may be tuned on the "
+        "training traces only. Every ranking below is over the held-out traces, which no policy "
+        "was tuned on, so it says how a policy does on links it has not seen; the training "
+        "traces get a smaller table of their own, where a tuned policy is expected to look "
+        "better.",
+        "",
+        f"- Training ({_count(len(training), 'trace')}; `train` in {spec.path.name}: "
+        f"{patterns}): {listing(held=False)}.",
+        f"- Held out ({_count(held_out, 'trace')}): {listing(held=True)}.",
+        "",
+    ]
+
+
+def pipeline_section(spec: Spec, entry: Pipeline, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """One pipeline on the index (its `run_pipeline` rows): its ranking over the held-out
+    traces, the Pareto marks, the scatter, and the smaller table over the training traces."""
+    policies = spec.policies_for(entry)
+    held = [r for r in rows if not r["training"]]
+    trained = [r for r in rows if r["training"]]
+    scales = ", ".join(f"{folder} x{entry.scales[folder]:g}" for folder in spec.folders)
+    accuracy = any(r["expected_accuracy"] is not None for r in rows)
+    quality = "expected accuracy" if accuracy else "mean bits (no accuracy profile)"
+    near = percent(NEAR_OPTIMUM)
+    lines = [
+        f"### [{entry.title}]({entry.name}/README.md)",
+        "",
+        f"Trace scales: {scales}. Latency SLO: {latency_slo(rows)}. Mean over "
+        f"{_count(len({r['trace'] for r in held}), 'held-out trace')}:",
+        "",
+    ]
+    if not optimum_feasible(entry.config):
+        lines += [without_optimal_reason(link_count(entry.config)), ""]
+    lines += [
+        f"| rank | policy | utility [95 % CI] | share of optimum | >= {near} of optimum "
+        f"| target met | {quality} | Pareto | p95 latency s | switches |",
+        "|---" * 10 + "|",
+    ]
+    table = ranking(held, policies)
+    front = pareto([(s.policy, s.target_met, s.quality) for s in table])
+    for rank, s in enumerate(table, start=1):
+        mine = [r for r in held if r["policy"] == s.policy]
+        p95 = mean([r["latency_p95_s"] for r in mine])
+        switches = mean([r["bits_switches"] for r in mine])
+        lines.append(f"| {rank} | {s.policy} | {utility_cell(s)} "
+                     f"| {optimum_cell(s.share_of_optimum)} | {optimum_cell(s.near_optimum, 2)} "
+                     f"| {cell(s.target_met, 3)} | {cell(s.quality, 4)} "
+                     f"| {'yes' if s.policy in front else ''} | {cell(p95, 2)} "
+                     f"| {cell(switches, 1)} |")
+    lines += ["", f"![{entry.name}]({entry.name}/scatter.png)", ""]
+    if trained:
+        lines += [f"Training traces ({_count(len({r['trace'] for r in trained}), 'trace')}):",
+                  "", *training_table(trained, policies, quality)]
+    return lines
+
+
 def pareto(table: Sequence[tuple[str, float | None, float | None]]) -> set[str]:
-    """Policies that no other one beats on both target met and quality (ties allowed); the
-    oracle, which no real link can run, is left out."""
+    """Policies (name, target met, quality) that no other one beats on both target met and
+    quality (ties allowed); `oracle` and `optimal`, which no real link can run, are left out."""
     known = [(p, m, q) for p, m, q in table
-             if m is not None and q is not None and p != "oracle"]
+             if m is not None and q is not None and p not in SIMULATOR_ONLY]
     return {
         p for p, m, q in known
         if not any(m2 >= m and q2 >= q and (m2, q2) != (m, q) for _, m2, q2 in known)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import textwrap
 
@@ -128,18 +129,31 @@ def test_three_stages_with_a_trace_per_link_and_auto_partition(tmp_path, step_tr
     assert result.summary["items_completed"] > 0
 
 
-def test_compare_runs_every_pair_and_writes_a_report(tmp_path, step_trace):
+def test_compare_ranks_held_out_traces_by_utility_against_the_optimum(tmp_path, step_trace):
     from sim import compare
 
+    flat = tmp_path / "flat.csv"
+    flat.write_text("time_s,mbps\n0,30\n60,30\n")
     out = tmp_path / "cmp"
-    argv = [str(step_trace), "--policies", "fixed:4,quantpipe,oracle", "--duration", "40",
-            "--jobs", "1", "--out", str(out)]
+    argv = [str(step_trace), str(flat), "--policies", "fixed:4,quantpipe,optimal",
+            "--train", "flat*", "--duration", "40", "--jobs", "2", "--out", str(out)]
     assert compare.main(argv) == 0
     report = (out / "report.md").read_text()
-    assert "| quantpipe |" in report and "target met vs oracle" in report
     assert "python -m sim.compare" in report
+    assert "perfect forecast of the next window" in report  # what the oracle is
+    ranking = report.split("## Ranking (1 held-out trace)")[1].split("### Training traces")[0]
+    assert "| rank | policy | utility [95 % CI] | share of optimum |" in ranking
+    assert "### Training traces (1 trace)" in report and "## flat.csv (training)" in report
+    assert "| policy | utility | share of optimum | gap to optimal |" in report
     assert (out / "scatter.png").is_file() and (out / "step.png").is_file()
-    assert len((out / "results.csv").read_text().splitlines()) == 1 + 3
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 * 3
+    assert {r["trace"] for r in rows if r["training"] == "True"} == {"flat"}
+    for row in rows:
+        assert float(row["gap_to_optimal"]) <= 1e-9  # nothing beats the optimum's bound
+    optimal = [r for r in rows if r["policy"] == "optimal"]
+    assert all(float(r["share_of_optimum"]) == pytest.approx(1.0, abs=1e-3) for r in optimal)
     assert (out / "step-fixed4" / "summary.json").is_file()
 
 
@@ -149,6 +163,20 @@ def test_compare_refuses_bad_policies_before_running(tmp_path, step_trace, capsy
     assert compare.main([str(step_trace), "--policies", "quantpipe,greedy",
                          "--out", str(tmp_path)]) == 2
     assert "greedy" in capsys.readouterr().err
+    three = tmp_path / "three.toml"
+    three.write_text('[model]\nname = "digits-vit"\n' + "[[devices]]\n" * 3)
+    assert compare.main([str(step_trace), "--policies", "optimal", "--config", str(three),
+                         "--out", str(tmp_path)]) == 2
+    assert "'optimal' needs a one-link pipeline, this one has 2 links" in capsys.readouterr().err
+
+
+def test_compare_refuses_training_globs_that_match_no_trace(tmp_path, step_trace, capsys):
+    from sim import compare
+
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([str(step_trace), "--train", "norway_*", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "--train: no trace matches norway_*" in capsys.readouterr().err
 
 
 def test_the_default_split_leaves_a_block_for_every_later_cut(tmp_path, step_trace):
