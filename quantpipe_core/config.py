@@ -293,8 +293,8 @@ class PolicyConfig:
     """Which policy picks each link's bitwidth, and how often."""
 
     name: str = field(default="quantpipe", metadata=spec(PolicyName(), (
-        "fixed | fixed:N | quantpipe | controller | mpc | oracle, optimal (simulator only) | "
-        '"module:Class"'
+        "fixed | fixed:N | quantpipe | controller | mpc | planner | oracle, optimal (simulator "
+        'only) | "module:Class"'
     )))
     window: int = field(default=8, metadata=spec(Integer(1), (
         "microbatches per policy window, >= 1"

@@ -60,6 +60,8 @@ class LinkSpec:
     latency_s: float = 0.0
     accuracy_by_bits: Mapping[int, float | None] | None = None
     payload_share: float = 1.0  # of the trace's rate; protocol headers take the rest
+    utility: Utility | None = None  # the run's, for policies that plan with it
+    compute_path_s: float = 0.0  # every stage's compute and codec time, and link latencies
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,9 @@ def build_specs(
         mode=config.source.mode,
         max_in_flight=config.source.max_in_flight,
     )
+    utility, path = run_utility(config, stages, links, source), compute_path(config, stages, links)
+    for link in links:
+        link.utility, link.compute_path_s = utility, path
     return stages, links, source
 
 
@@ -281,13 +286,18 @@ def run_utility(
     settings = config.utility
     slo = settings.latency_slo_s
     if slo == "auto":
-        top = max(config.quant.allowed_bits)
-        compute_path = sum(
-            s.compute_s + s.encode_s.get(top, 0.0) + s.decode_s.get(top, 0.0) for s in stages
-        ) + sum(link.latency_s for link in links)
         period = source.items_per_microbatch / source.target_rate_items_per_s
-        slo = auto_latency_slo(compute_path, config.policy.window, period)
+        slo = auto_latency_slo(compute_path(config, stages, links), config.policy.window, period)
     return Utility(float(slo), settings.late_weight, settings.switch_weight)
+
+
+def compute_path(config: Config, stages: Sequence[StageSpec], links: Sequence[LinkSpec]) -> float:
+    """Seconds a microbatch spends in compute, codec (at the largest allowed bitwidth) and link
+    latency from source to sink: its latency on links with no queue and infinite capacity."""
+    top = max(config.quant.allowed_bits)
+    return sum(
+        s.compute_s + s.encode_s.get(top, 0.0) + s.decode_s.get(top, 0.0) for s in stages
+    ) + sum(link.latency_s for link in links)
 
 
 def accuracy_function(plan: Plan, config: Config) -> Callable[[Sequence[int]], float | None] | None:

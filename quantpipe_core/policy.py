@@ -16,8 +16,10 @@ Built in (`make_policy(name, **params)`; ``"module:Class"`` loads a user's class
 - ``mpc``: robust model-predictive control: forecasts bandwidth (harmonic mean of recent windows,
   discounted by the largest recent forecast error) and plans a few windows ahead, maximizing the
   accuracy profile's value while keeping the send queue from growing, with a penalty per switch.
+- ``planner``: stochastic MPC on the run's own utility (`quantpipe_core.utility`): dynamic
+  programming over bitwidth plans on the link's backlog, under several forecast-error scenarios.
 
-Oracle policies that know the future trace live in the simulator only.
+Policies that know the future trace (``oracle``, ``optimal``) live in the simulator only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from quantpipe_core.utility import Utility, log_value
 
 FLOAT_BITS = 32
 
@@ -43,7 +49,10 @@ class Observation:
     clipping method at each allowed bitwidth, or ``None`` where the model has no profile.
     ``measured_mbps`` is the last window's delivered rate (bytes sent over the time the link
     spent delivering them), ``None`` before anything was sent; ``history_mbps`` holds the windows
-    before it, oldest first. ``queued_microbatches`` waited to be sent when the window ended.
+    before it, oldest first. ``queued_microbatches`` waited to be sent when the window ended, and
+    ``queued_bytes`` were handed to the link and not delivered yet (the packet in flight too).
+    ``utility`` is how the run is scored (`quantpipe_core.utility`), for policies that plan with
+    it, and ``compute_path_s`` a microbatch's latency with no queue and infinite links.
     """
 
     now_s: float
@@ -61,6 +70,9 @@ class Observation:
     packet_bytes: Mapping[int, int]
     accuracy_by_bits: Mapping[int, float | None] | None = None
     queued_microbatches: int = 0
+    queued_bytes: int = 0
+    utility: Utility | None = None
+    compute_path_s: float = 0.0
 
     @property
     def budget_s(self) -> float:
@@ -98,18 +110,40 @@ class QuantPipePolicy:
     """The paper's rule: the largest bitwidth whose packet fits the per-microbatch budget.
 
     ``initial_bits`` is used until the first measurement (default: the largest allowed).
+    ``hysteresis`` (default 0, the paper's rule) damps flapping on a noisy measurement: a higher
+    bitwidth is taken only when it fits within ``1 - hysteresis`` of the budget; a lower one
+    as soon as the current one no longer fits.
     """
 
     initial_bits: int | None = None
+    hysteresis: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.hysteresis < 1:
+            raise ValueError(f"hysteresis must be in [0, 1), got {self.hysteresis}")
 
     def decide(self, obs: Observation) -> list[int]:
         allowed = sorted(obs.allowed_bits)
         if obs.measured_mbps is None:
-            bits = self.initial_bits or allowed[-1]
-        else:
-            fitting = [b for b in allowed if obs.send_time_s(b, obs.measured_mbps) <= obs.budget_s]
-            bits = fitting[-1] if fitting else allowed[0]
+            return [self.initial_bits or allowed[-1]] * obs.window_len
+        cost = {b: obs.send_time_s(b, obs.measured_mbps) for b in allowed}
+        current = obs.bits_last_window[-1] if obs.bits_last_window else None
+        bits = hold_or_move(cost, obs.budget_s, current, self.hysteresis)
         return [bits] * obs.window_len
+
+
+def hold_or_move(
+    cost: Mapping[int, float], budget: float, current: int | None, hysteresis: float
+) -> int:
+    """The largest bitwidth whose cost fits `budget`; with hysteresis, `current` is kept while it
+    fits and no higher one fits within ``(1 - hysteresis) * budget``."""
+    allowed = sorted(cost)
+    fitting = [b for b in allowed if cost[b] <= budget]
+    bits = fitting[-1] if fitting else allowed[0]
+    if hysteresis and current in cost and bits > current:
+        roomy = [b for b in allowed if cost[b] <= budget * (1 - hysteresis)]
+        bits = max(roomy[-1] if roomy else allowed[0], current)
+    return bits
 
 
 @dataclass
@@ -141,10 +175,14 @@ class ControllerPolicy:
     (``send_s`` over the time between decisions) minus ``utilization`` (the set point, below 1
     so that jitter does not build a queue). A busy link raises the margin and smaller packets
     follow; an idle one lowers it, down to 0, so it never winds up. A budget between two allowed
-    bitwidths' packets is met on average by sending a share of the window at the higher one.
+    bitwidths' packets is met, with ``split = True``, on average by sending a share of the
+    window at the higher one (a switch every window); by default the window takes the largest
+    bitwidth within budget, with ``band`` of hysteresis before going up (`hold_or_move`).
     """
 
     gain: float = 0.5
+    split: bool = False
+    band: float = 0.1
     utilization: float = 0.9
     max_margin: float = 0.5
     process_noise: float = 0.2
@@ -156,6 +194,8 @@ class ControllerPolicy:
     def __post_init__(self) -> None:
         if not 0 < self.utilization <= 1:
             raise ValueError(f"utilization set point must be in (0, 1], got {self.utilization}")
+        if not 0 <= self.band < 1:
+            raise ValueError(f"band must be in [0, 1), got {self.band}")
         self.capacity = ScalarKalman(self.process_noise, self.measurement_noise)
 
     def decide(self, obs: Observation) -> list[int]:
@@ -169,7 +209,11 @@ class ControllerPolicy:
             self.margin = min(max(self.margin + self.gain * error, 0.0), self.max_margin)
         mbps = self.capacity.update(obs.measured_mbps)
         budget_bytes = mbps * 1e6 / 8 * obs.budget_s * (1 - self.margin)
-        return split_window(budget_bytes, allowed, obs.packet_bytes, obs.window_len)
+        if self.split:
+            return split_window(budget_bytes, allowed, obs.packet_bytes, obs.window_len)
+        current = obs.bits_last_window[-1] if obs.bits_last_window else None
+        size = {b: float(obs.packet_bytes[b]) for b in allowed}
+        return [hold_or_move(size, budget_bytes, current, self.band)] * obs.window_len
 
 
 def split_window(
@@ -267,11 +311,135 @@ class MpcPolicy:
         return keeps_up, 0.0 if keeps_up else -longest, score
 
 
+@dataclass
+class PlannerPolicy:
+    """Plans the next windows with the run's own utility, under the forecast's own errors, and
+    applies the first window of the best plan (stochastic MPC).
+
+    Forecast: the harmonic mean of the last ``history`` measured rates. Its errors: the ratios of
+    what was measured to what was forecast over the last ``errors`` windows, with the ``prior``
+    ratios always among them (a link may halve without warning). Each of ``scenarios`` quantiles
+    of those ratios gives a rate.
+    Model, per scenario: the bytes handed to the link and not delivered yet become a backlog in
+    seconds at that rate; each microbatch of a window arrives one budget after the previous,
+    waits for the backlog ahead of it, and adds its own send time; its latency is the compute
+    path plus that wait and send time. Plan: dynamic programming over ``horizon`` windows on a
+    grid of backlogs and the last bitwidth, scoring each window as the utility does
+    (`quantpipe_core.utility`: value, lateness past the SLO, switching); the bitwidth chosen
+    has the best score averaged over the worst ``risk`` share of scenarios (1: all of them), so a
+    plan that is good on the median forecast but costly when the link disappoints is avoided.
+    Without an accuracy profile bits are valued by the utility's log2 rule; without a utility (a
+    bare observation) the SLO is the compute path plus one window, with weights 1.
+    """
+
+    horizon: int = 5
+    history: int = 2
+    errors: int = 8
+    scenarios: int = 5
+    grid: int = 32
+    prior: tuple[float, ...] = (0.5, 1.0)
+    risk: float = 1.0  # share of scenarios, the worst ones, whose mean score decides
+    initial_bits: int | None = None  # before any measurement; default: the smallest allowed
+    forecast: float | None = field(default=None, init=False)
+    ratios: list[float] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        if min(self.horizon, self.history, self.errors, self.scenarios) < 1 or self.grid < 2:
+            raise ValueError("planner needs horizon, history, errors, scenarios >= 1, grid >= 2")
+        if not 0 < self.risk <= 1:
+            raise ValueError(f"planner risk must be in (0, 1], got {self.risk}")
+        if not self.prior or min(self.prior) <= 0:
+            raise ValueError(f"planner prior ratios must be > 0, got {self.prior}")
+
+    def decide(self, obs: Observation) -> list[int]:
+        allowed = sorted(obs.allowed_bits)
+        if obs.measured_mbps is None:
+            return [self.initial_bits or allowed[0]] * obs.window_len
+        utility = obs.utility or Utility(obs.compute_path_s + obs.window_len * obs.budget_s)
+        values = _bit_values(obs, allowed)
+        mbps = self._rates(obs)  # one per scenario
+        send = np.array([[obs.send_time_s(b, r) for b in allowed] for r in mbps])  # [s, b]
+        backlog = obs.queued_bytes * 8 / (mbps * 1e6)  # [s]
+        top = max(2 * utility.latency_slo_s, float(backlog.max()), 1e-6)
+        grid = np.linspace(0.0, top, self.grid)
+        plan = _WindowModel(obs, utility, values)
+        reward, after = plan.step(np.broadcast_to(grid, (len(mbps), self.grid)), send)
+        switch = utility.switch_weight * np.abs(values[:, None] - values[None, :])  # [b, last]
+        future = -utility.late_weight * obs.window_len * np.maximum(
+            obs.compute_path_s + grid - utility.latency_slo_s, 0.0)
+        future = np.broadcast_to(future[None, :, None], reward.shape)  # [s, q, last]
+        for _ in range(self.horizon - 1):
+            ahead = _interpolate(future, after, top)  # [s, q, b]
+            future = np.max((reward + ahead)[..., None] - switch, axis=2)
+        now_reward, now_after = plan.step(backlog[:, None], send)  # [s, 1, b]
+        ahead = _interpolate(future, now_after, top)[:, 0, :]
+        last = obs.bits_last_window[-1] if obs.bits_last_window else allowed[-1]
+        last_value = values[allowed.index(last)] if last in allowed else values[-1]
+        by_scenario = np.sort(now_reward[:, 0, :] + ahead, axis=0)  # worst scenario first
+        worst = max(1, round(self.risk * len(mbps)))
+        score = by_scenario[:worst].mean(axis=0)
+        score -= utility.switch_weight * np.abs(values - last_value)
+        return [allowed[int(np.argmax(score))]] * obs.window_len
+
+    def _rates(self, obs: Observation) -> np.ndarray:
+        """One forecast rate per scenario: the point forecast times quantiles of past ratios."""
+        assert obs.measured_mbps is not None
+        if self.forecast is not None:
+            self.ratios.append(obs.measured_mbps / self.forecast)
+            del self.ratios[: -self.errors]
+        recent = [*obs.history_mbps, obs.measured_mbps][-self.history :]
+        self.forecast = len(recent) / sum(1 / max(r, 1e-9) for r in recent)
+        ratios = [*self.ratios, *self.prior]
+        levels = (np.arange(self.scenarios) + 0.5) / self.scenarios
+        return np.maximum(self.forecast * np.quantile(ratios, levels), 1e-9)
+
+
+def _bit_values(obs: Observation, allowed: Sequence[int]) -> np.ndarray:
+    profile = obs.accuracy_by_bits
+    if profile is not None and all(profile.get(b) is not None for b in allowed):
+        return np.array([float(profile[b]) for b in allowed])
+    return np.array([log_value([b]) for b in allowed])
+
+
+@dataclass(frozen=True)
+class _WindowModel:
+    """One window of the planner's model: its utility (without the switch) and the backlog it
+    leaves, from each backlog (seconds) at each bitwidth, per scenario."""
+
+    obs: Observation
+    utility: Utility
+    values: np.ndarray
+
+    def step(self, backlog: np.ndarray, send: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`backlog` [scenario, q] and `send` [scenario, bitwidth] -> [scenario, q, bitwidth]."""
+        obs, utility = self.obs, self.utility
+        q = np.repeat(backlog[:, :, None], send.shape[1], axis=2)
+        per_send = send[:, None, :]
+        late = np.zeros_like(q)
+        for _ in range(obs.window_len):
+            late += np.maximum(obs.compute_path_s + q + per_send - utility.latency_slo_s, 0.0)
+            q = np.maximum(q + per_send - obs.budget_s, 0.0)
+        return obs.window_len * self.values - utility.late_weight * late, q
+
+
+def _interpolate(table: np.ndarray, at: np.ndarray, top: float) -> np.ndarray:
+    """``table[s, :, b]`` (values on a uniform grid of backlogs from 0 to `top`) at backlogs
+    ``at[s, q, b]``, linearly; beyond the grid, extended along its last slope."""
+    points = table.shape[1]
+    position = at / top * (points - 1)
+    low = np.clip(np.floor(position).astype(int), 0, points - 2)
+    weight = position - low
+    s = np.arange(table.shape[0])[:, None, None]
+    b = np.arange(table.shape[2])[None, None, :]
+    return table[s, low, b] * (1 - weight) + table[s, low + 1, b] * weight
+
+
 BUILT_IN: dict[str, type] = {
     "fixed": FixedPolicy,
     "quantpipe": QuantPipePolicy,
     "controller": ControllerPolicy,
     "mpc": MpcPolicy,
+    "planner": PlannerPolicy,
 }
 
 

@@ -26,7 +26,8 @@ class LinkSender:
         self.delivered_s = 0.0
         self.history: list[float] = []
         self.measured: float | None = None
-        self.queued = 0
+        self.queued = 0  # packets waiting for the link
+        self.queued_bytes = 0  # bytes handed to the link and not delivered yet (in flight too)
         self.last_window: WindowRecord | None = None  # records.windows holds every link's
 
     def bits_for_next(self, now: float) -> int:
@@ -35,7 +36,17 @@ class LinkSender:
             self._decide(now)
         return self.schedule.pop(0)
 
+    def enqueue(self, nbytes: int) -> None:
+        """A packet of `nbytes` now waits for the link."""
+        self.queued += 1
+        self.queued_bytes += nbytes
+
+    def dequeue(self) -> None:
+        """A waiting packet went onto the link."""
+        self.queued -= 1
+
     def delivered(self, nbytes: int, send_s: float) -> None:
+        self.queued_bytes -= nbytes
         self.delivered_bytes += nbytes
         self.delivered_s += send_s
 
@@ -61,6 +72,9 @@ class LinkSender:
             packet_bytes=self.spec.packet_bytes,
             accuracy_by_bits=self.spec.accuracy_by_bits,
             queued_microbatches=self.queued,
+            queued_bytes=self.queued_bytes,
+            utility=self.spec.utility,
+            compute_path_s=self.spec.compute_path_s,
         )
         self.schedule = check_decision(self.spec.policy.decide(obs), obs)
         if last is not None:

@@ -93,15 +93,15 @@ class Pipeline:
                 if self.source.mode == "closed":
                     yield self.in_flight.put(1)
             else:
-                self.senders[k].queued += 1
+                self.senders[k].enqueue(self.links[k].packet_bytes[bits])
                 yield self.outboxes[k].put((microbatch, bits))
 
     def _link(self, k: int):
         spec, sender = self.links[k], self.senders[k]
         while True:
             microbatch, bits = yield self.outboxes[k].get()
-            sender.queued -= 1
             nbytes = spec.packet_bytes[bits]
+            sender.dequeue()
             start = self.env.now
             send_s = spec.trace.finish_time(start, nbytes * 8 / spec.payload_share) - start
             yield self.env.timeout(send_s + spec.latency_s)

@@ -36,7 +36,8 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         help="TOML run configuration (default: built-in defaults; "
                         "see docs/config.md)")
     parser.add_argument("--policy", default=None,
-                        help="fixed, fixed:N, quantpipe, controller, mpc, oracle or module:Class "
+                        help="fixed, fixed:N, quantpipe, controller, mpc, planner, oracle, optimal "
+                        "(the offline optimum of the utility, simulator only) or module:Class "
                         "(overrides the config)")
     parser.add_argument("--bits", type=int, default=None,
                         help="bitwidth for --policy fixed (1..16, or 32 for float32)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import textwrap
 
 import pytest
@@ -13,6 +15,7 @@ from quantpipe_core.policy import (
     FixedPolicy,
     MpcPolicy,
     Observation,
+    PlannerPolicy,
     Policy,
     QuantPipePolicy,
     check_decision,
@@ -20,6 +23,7 @@ from quantpipe_core.policy import (
     split_window,
 )
 from quantpipe_core.quant import wire_size
+from quantpipe_core.utility import Utility
 
 SHAPE = (8, 197, 768)
 ALLOWED = (2, 3, 4, 6, 8, 16)
@@ -108,14 +112,69 @@ def test_a_split_window_spreads_the_higher_bitwidth_evenly():
     assert split_window(budget, sorted(ALLOWED), PACKET, 8) == [4, 6] * 4
 
 
-def test_controller_settles_on_the_packet_size_the_link_carries_and_follows_a_drop():
+def test_a_splitting_controller_settles_between_neighbours_and_follows_a_drop():
     capacity = (PACKET[4] + PACKET[6]) / 2 * 8 / 1e6  # between 4 and 6 bits per budget
-    decisions = run_link(ControllerPolicy(), [capacity] * 20 + [capacity / 2] * 20)
+    decisions = run_link(ControllerPolicy(split=True), [capacity] * 20 + [capacity / 2] * 20)
     steady = [b for window in decisions[10:20] for b in window]
     assert set(steady) <= {4, 6} and 6 in steady  # splits between the two neighbours
     assert sum(PACKET[b] for b in steady) / len(steady) <= PACKET[6]
     after = [b for window in decisions[22:40] for b in window]
     assert max(after) <= 4  # half the capacity: at most 4 bits within two windows
+
+
+def test_the_default_controller_holds_one_bitwidth_per_window_and_follows_a_drop():
+    capacity = (PACKET[4] + PACKET[6]) / 2 * 8 / 1e6
+    decisions = run_link(ControllerPolicy(), [capacity] * 20 + [capacity / 2] * 20)
+    assert all(len(set(window)) == 1 for window in decisions)
+    steady = [window[0] for window in decisions[10:20]]
+    assert set(steady) == {4}  # the largest within budget, held
+    assert max(window[0] for window in decisions[22:40]) <= 3
+
+
+def test_hysteresis_stops_quantpipe_flapping_on_a_noisy_rate_yet_follows_a_drop():
+    edge = mbps_fitting(8)
+    noisy = [edge * (1.02 if i % 2 else 0.98) for i in range(20)]  # 8 bits fits every other window
+    flapping = run_link(QuantPipePolicy(), noisy)
+    damped = run_link(QuantPipePolicy(hysteresis=0.1), noisy)
+    changes = [sum(a[0] != b[0] for a, b in itertools.pairwise(d))
+               for d in (flapping, damped)]
+    assert changes[0] >= 8 and changes[1] <= 2
+    dropped = run_link(QuantPipePolicy(hysteresis=0.1), [edge] * 5 + [mbps_fitting(3)] * 5)
+    assert all(b <= 3 for b in dropped[6])
+
+
+def planner_observation(mbps: float | None, queued_bytes: int = 0, accuracy=ACCURACY):
+    return dataclasses.replace(
+        observe(mbps, accuracy=accuracy), queued_bytes=queued_bytes, compute_path_s=0.2,
+        utility=Utility(latency_slo_s=0.2 + 4 * 1.0),
+    )
+
+
+def test_the_planner_starts_small_then_takes_what_the_link_carries():
+    planner = PlannerPolicy()
+    assert planner.decide(planner_observation(None)) == [2] * 4
+    chosen = planner.decide(planner_observation(mbps_fitting(8) * 3))[0]
+    assert chosen == 16  # three times the rate 8 bits needs: the top fits in every scenario
+
+
+def test_the_planner_drops_its_bitwidth_when_bytes_are_waiting():
+    idle = PlannerPolicy().decide(planner_observation(mbps_fitting(6)))[0]
+    backlog = 6 * PACKET[16]  # seconds of sending already ahead of the next window
+    busy = PlannerPolicy().decide(planner_observation(mbps_fitting(6), backlog))[0]
+    assert busy < idle
+
+
+def test_the_planner_follows_a_drop_and_values_bits_by_log2_without_a_profile():
+    decisions = run_link(PlannerPolicy(), [mbps_fitting(8)] * 8 + [mbps_fitting(3)] * 8)
+    assert all(b <= 4 for b in decisions[11])
+    without = PlannerPolicy().decide(planner_observation(mbps_fitting(8) * 3, accuracy=None))
+    assert without == [16] * 4
+
+
+def test_the_planner_refuses_meaningless_settings():
+    for params in ({"horizon": 0}, {"risk": 0.0}, {"prior": ()}, {"grid": 1}):
+        with pytest.raises(ValueError, match="planner"):
+            PlannerPolicy(**params)
 
 
 def test_mpc_maximizes_accuracy_within_the_rate_and_follows_a_drop():

@@ -202,7 +202,7 @@ class Rank:
                     )
                 with self.sender_lock:
                     self.sender.delivered(len(frame), send_s)
-                    self.sender.queued -= 1
+                    self.sender.dequeue()
                 self.records.link_bits[microbatch, link] = bits
                 self.records.link_bytes[microbatch, link] = len(frame)
         except StageFailure as error:
@@ -311,7 +311,7 @@ class Rank:
                 frame[len(frame) // 2] ^= 0xFF  # testing aid: one flipped byte on the wire
             self.records.stage_end[microbatch, self.rank] = self.clock()
             with self.sender_lock:
-                self.sender.queued += 1
+                self.sender.enqueue(len(frame))
             self.outbox.put((microbatch, bits, frame))
             self.failure.check()
 
