@@ -23,7 +23,7 @@ from tqdm import tqdm
 from emulation.agreement import percent, write_agreement
 from emulation.emulate import EmulationError, emulate, emulation_duration, link_traces
 from emulation.replay import replay_config
-from quantpipe_core.config import ConfigError
+from quantpipe_core.config import SIM_ONLY_POLICIES, ConfigError
 from quantpipe_core.trace import TraceError
 from sim.run import build_parser, default_out, print_summary, run_config
 from sim.simulation import simulate
@@ -51,8 +51,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "emulation.run ...)")
     try:
         config, notes = replay_config(run_config(args), args.trace)
-        if config.policy.name == "oracle":
-            raise ValueError("the oracle policy reads the trace's future: simulator only")
+        if config.policy.name in SIM_ONLY_POLICIES:
+            raise ValueError(
+                f"the {config.policy.name} policy reads the trace's future: simulator only"
+            )
         traces = link_traces(config, args.trace)
         duration = emulation_duration(config, traces)
     except (ConfigError, TraceError, ValueError) as error:

@@ -36,6 +36,7 @@ import numpy as np
 from quantpipe_core.utility import Utility, log_value
 
 FLOAT_BITS = 32
+TIE = 1e-6  # planner scores closer than this per microbatch are a tie (profiles often have them)
 
 
 @dataclass(frozen=True)
@@ -328,7 +329,11 @@ class PlannerPolicy:
     (`quantpipe_core.utility`: value, lateness past the SLO, switching); the bitwidth chosen
     has the best score averaged over the worst ``risk`` share of scenarios (1: all of them), so a
     plan that is good on the median forecast but costly when the link disappoints is avoided.
-    Without an accuracy profile bits are valued by the utility's log2 rule; without a utility (a
+    A higher bitwidth than the last is taken only if it gains at least ``hold`` per microbatch
+    (a noisy rate measurement then does not flap the choice; going down is never held).
+    Scores within ``TIE`` per microbatch of the best are a tie (accuracy profiles are often
+    flat over several bitwidths): the last bitwidth is kept if it is among them, else the
+    smallest is taken. Without an accuracy profile bits are valued by the utility's log2 rule; without a utility (a
     bare observation) the SLO is the compute path plus one window, with weights 1.
     """
 
@@ -339,6 +344,7 @@ class PlannerPolicy:
     grid: int = 32
     prior: tuple[float, ...] = (0.5, 1.0)
     risk: float = 1.0  # share of scenarios, the worst ones, whose mean score decides
+    hold: float = 0.01  # utility per microbatch a higher bitwidth must gain to be taken
     initial_bits: int | None = None  # before any measurement; default: the smallest allowed
     forecast: float | None = field(default=None, init=False)
     ratios: list[float] = field(default_factory=list, init=False)
@@ -346,6 +352,8 @@ class PlannerPolicy:
     def __post_init__(self) -> None:
         if min(self.horizon, self.history, self.errors, self.scenarios) < 1 or self.grid < 2:
             raise ValueError("planner needs horizon, history, errors, scenarios >= 1, grid >= 2")
+        if self.hold < 0:
+            raise ValueError(f"planner hold must be >= 0, got {self.hold}")
         if not 0 < self.risk <= 1:
             raise ValueError(f"planner risk must be in (0, 1], got {self.risk}")
         if not self.prior or min(self.prior) <= 0:
@@ -379,7 +387,14 @@ class PlannerPolicy:
         worst = max(1, round(self.risk * len(mbps)))
         score = by_scenario[:worst].mean(axis=0)
         score -= utility.switch_weight * np.abs(values - last_value)
-        return [allowed[int(np.argmax(score))]] * obs.window_len
+        near_best = [b for b, x in zip(allowed, score, strict=True)
+                     if x >= score.max() - TIE * obs.window_len]
+        bits = last if last in near_best else near_best[0]  # ties: hold, else the fewest bytes
+        if last in allowed and bits > last:
+            gain = score[allowed.index(bits)] - score[allowed.index(last)]
+            if gain < self.hold * obs.window_len:
+                bits = last
+        return [bits] * obs.window_len
 
     def _rates(self, obs: Observation) -> np.ndarray:
         """One forecast rate per scenario: the point forecast times quantiles of past ratios."""

@@ -425,13 +425,13 @@ def crosscheck_section(spec: Spec, emulated: Path | None) -> list[str]:
         "```",
         "",
     ]
-    header = ("| case | run | target met | items/s | mean bits | p95 latency s | switches "
-              "| rate error (median) | same bits |")
-    table = [header, "|---" * 9 + "|"]
+    header = ("| case | run | utility | target met | items/s | mean bits | p95 latency s "
+              "| switches | rate error (median) | same bits |")
+    table = [header, "|---" * 10 + "|"]
     for case in spec.crosscheck:
         folder = emulated / case["name"] if emulated else None
         if folder is None or not (folder / "agreement.json").is_file():
-            table.append(f"| {case['name']} | not run here | | | | | | | |")
+            table.append(f"| {case['name']} | not run here | | | | | | | | |")
             continue
         agreement = json.loads((folder / "agreement.json").read_text())
         for run, path in (("emulated", folder), ("simulated", folder / "simulated")):
@@ -439,8 +439,10 @@ def crosscheck_section(spec: Spec, emulated: Path | None) -> list[str]:
             figures = (f"{100 * agreement['rate_error_median']:.1f} % | "
                        f"{100 * agreement['same_bits_share']:.1f} %" if run == "emulated"
                        else " | ")
+            scored = (s.get("utility") or {}).get("value")  # runs before the utility: none
             table.append(
-                f"| {case['name']} | {run} | {cell(s['target_met_fraction'], 3)} "
+                f"| {case['name']} | {run} | {cell(scored, 4)} "
+                f"| {cell(s['target_met_fraction'], 3)} "
                 f"| {cell(s['throughput_items_per_s'], 1)} | {cell(s['mean_bits'], 2)} "
                 f"| {cell(s['latency_p95_s'], 2)} | {s['bits_switches']} | {figures} |"
             )

@@ -177,6 +177,7 @@ def test_measured_over_trace_pairs_each_measurement_with_the_window_it_covers():
 @pytest.mark.parametrize(("argv", "message"), [
     (["no-such-trace.csv"], "trace no-such-trace.csv does not exist"),
     (["traces/step-drop.csv", "--policy", "oracle"], "oracle policy reads the trace's future"),
+    (["traces/step-drop.csv", "--policy", "optimal"], "optimal policy reads the trace's future"),
     (["traces/step-drop.csv", "--scale", "-1"], "links[0].scale: must be > 0"),
 ])
 def test_bad_runs_are_refused_with_a_message_before_any_network_is_built(argv, message):

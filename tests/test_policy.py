@@ -143,9 +143,11 @@ def test_hysteresis_stops_quantpipe_flapping_on_a_noisy_rate_yet_follows_a_drop(
     assert all(b <= 3 for b in dropped[6])
 
 
-def planner_observation(mbps: float | None, queued_bytes: int = 0, accuracy=ACCURACY):
+def planner_observation(mbps: float | None, queued_bytes: int = 0, accuracy=ACCURACY,
+                        bits_last=(2,) * 4):
     return dataclasses.replace(
-        observe(mbps, accuracy=accuracy), queued_bytes=queued_bytes, compute_path_s=0.2,
+        observe(mbps, accuracy=accuracy, bits_last=bits_last), queued_bytes=queued_bytes,
+        compute_path_s=0.2,
         utility=Utility(latency_slo_s=0.2 + 4 * 1.0),
     )
 
@@ -171,8 +173,16 @@ def test_the_planner_follows_a_drop_and_values_bits_by_log2_without_a_profile():
     assert without == [16] * 4
 
 
+def test_the_planner_goes_up_only_for_a_real_gain_and_down_at_once():
+    roomy = planner_observation(mbps_fitting(8) * 3, bits_last=(8,) * 4)
+    assert PlannerPolicy().decide(roomy) == [8] * 4  # 16 bits gains 0.001: not worth a change
+    assert PlannerPolicy(hold=0).decide(roomy) == [16] * 4
+    slow = planner_observation(mbps_fitting(3), bits_last=(16,) * 4)
+    assert PlannerPolicy().decide(slow)[0] <= 3
+
+
 def test_the_planner_refuses_meaningless_settings():
-    for params in ({"horizon": 0}, {"risk": 0.0}, {"prior": ()}, {"grid": 1}):
+    for params in ({"horizon": 0}, {"risk": 0.0}, {"prior": ()}, {"grid": 1}, {"hold": -1}):
         with pytest.raises(ValueError, match="planner"):
             PlannerPolicy(**params)
 
