@@ -329,12 +329,14 @@ class PlannerPolicy:
     (`quantpipe_core.utility`: value, lateness past the SLO, switching); the bitwidth chosen
     has the best score averaged over the worst ``risk`` share of scenarios (1: all of them), so a
     plan that is good on the median forecast but costly when the link disappoints is avoided.
-    A higher bitwidth than the last is taken only if it gains at least ``hold`` per microbatch
-    (a noisy rate measurement then does not flap the choice; going down is never held).
+    A higher bitwidth than the last is taken only if its expected gain is at least ``hold`` of
+    its value gain (the rest may go to expected lateness and switching): a noisy rate measurement
+    then does not flap the choice on a marginal case; going down is never held.
     Scores within ``TIE`` per microbatch of the best are a tie (accuracy profiles are often
     flat over several bitwidths): the last bitwidth is kept if it is among them, else the
-    smallest is taken. Without an accuracy profile bits are valued by the utility's log2 rule; without a utility (a
-    bare observation) the SLO is the compute path plus one window, with weights 1.
+    smallest is taken. Without an accuracy profile bits are valued by the utility's log2 rule;
+    without a utility (a bare observation) the SLO is the compute path plus one window, with
+    weights 1.
     """
 
     horizon: int = 5
@@ -344,7 +346,7 @@ class PlannerPolicy:
     grid: int = 32
     prior: tuple[float, ...] = (0.5, 1.0)
     risk: float = 1.0  # share of scenarios, the worst ones, whose mean score decides
-    hold: float = 0.01  # utility per microbatch a higher bitwidth must gain to be taken
+    hold: float = 0.5  # share of its value gain a higher bitwidth must keep, after risk
     initial_bits: int | None = None  # before any measurement; default: the smallest allowed
     forecast: float | None = field(default=None, init=False)
     ratios: list[float] = field(default_factory=list, init=False)
@@ -391,8 +393,9 @@ class PlannerPolicy:
                      if x >= score.max() - TIE * obs.window_len]
         bits = last if last in near_best else near_best[0]  # ties: hold, else the fewest bytes
         if last in allowed and bits > last:
-            gain = score[allowed.index(bits)] - score[allowed.index(last)]
-            if gain < self.hold * obs.window_len:
+            up, now = allowed.index(bits), allowed.index(last)
+            nominal = (values[up] - values[now]) * obs.window_len
+            if score[up] - score[now] < self.hold * nominal:
                 bits = last
         return [bits] * obs.window_len
 
