@@ -109,9 +109,8 @@ class Choice:
     def read(self, value: Any, where: Where) -> str:
         text = _string(value, where)
         if text not in self.options:
-            raise where.error(
-                f"{text!r} is not one of {', '.join(self.options)}{_closest(text, self.options)}"
-            )
+            known = ", ".join(self.options)
+            raise where.error(f"{text!r} is not one of {known}{did_you_mean(text, self.options)}")
         return text
 
 
@@ -200,7 +199,7 @@ class ModelName:
         if not folder.is_dir():
             raise where.error(
                 f"{name!r} is not a built-in model ({', '.join(BUILTIN_MODELS)}) and there is no "
-                f"folder {folder}{_closest(name, BUILTIN_MODELS)}"
+                f"folder {folder}{did_you_mean(name, BUILTIN_MODELS)}"
             )
         return str(folder)
 
@@ -223,7 +222,7 @@ class PolicyName:
         elif name not in POLICY_NAMES:
             raise where.error(
                 f"{name!r} is not one of {', '.join(POLICY_NAMES)}, fixed:N or 'module:Class'"
-                f"{_closest(name, POLICY_NAMES)}"
+                f"{did_you_mean(name, POLICY_NAMES)}"
             )
         return name
 
@@ -627,11 +626,11 @@ def _check_names(table: Mapping[str, Any], known: Sequence[str], where: Where, w
     for key in table:
         if key not in known:
             raise where.key(key).error(
-                f"unknown {what} {key!r}{_closest(key, known)} (known: {', '.join(known)})"
+                f"unknown {what} {key!r}{did_you_mean(key, known)} (known: {', '.join(known)})"
             )
 
 
-def _closest(name: str, known: Sequence[str]) -> str:
+def did_you_mean(name: str, known: Sequence[str]) -> str:
     """"; did you mean 'x'?" for the known name closest to `name`, if one is close."""
     close = difflib.get_close_matches(name, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""

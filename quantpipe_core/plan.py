@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import networkx as nx
 
-from quantpipe_core.config import Config, LinkConfig
+from quantpipe_core.config import SIM_ONLY_POLICIES, Config, LinkConfig
 from quantpipe_core.models import StagedModel, load_model
 from quantpipe_core.models.carry import carry_wire_size, link_bytes
 from quantpipe_core.partition import partition
@@ -261,7 +261,7 @@ def build_specs(
 def link_policy(config: Config, trace: Trace | None) -> Policy:
     """The configured policy for one link (a fresh instance per link). The oracle, which needs
     the link's future, exists only in the simulator."""
-    if config.policy.name in ("oracle", "optimal"):
+    if config.policy.name in SIM_ONLY_POLICIES:
         raise ValueError(
             f"policy {config.policy.name!r} knows the future trace: it runs in the simulator only"
         )

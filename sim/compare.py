@@ -38,7 +38,6 @@ from sim.run import option_overrides
 
 DEFAULT_POLICIES = ("fixed:32", "fixed:8", "fixed:4", "fixed:2", "quantpipe", "controller", "mpc",
                     "oracle", "optimal")
-SIMULATOR_ONLY = ("oracle", "optimal")  # they read the link's future: off the Pareto front
 NEAR_OPTIMUM = 0.9  # a trace counts as reached when the utility is at least this share of it
 CONFIDENCE = 0.95
 RESAMPLES = 2000

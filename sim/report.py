@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import difflib
 import fnmatch
 import json
 import sys
@@ -25,12 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantpipe_core.config import CLIP_METHODS, Config, ConfigError, load_config
+from quantpipe_core.config import (
+    CLIP_METHODS,
+    SIM_ONLY_POLICIES,
+    Config,
+    ConfigError,
+    did_you_mean,
+    load_config,
+)
 from sim.compare import (
     DEFAULT_POLICIES,
     NEAR_OPTIMUM,
     POLICY_NOTES,
-    SIMULATOR_ONLY,
     RunFailed,
     cell,
     compare,
@@ -154,7 +159,7 @@ def read_spec(path: Path, shared: Path | None) -> Spec:
         name = pattern.partition("/")[0]
         if name not in folders:
             raise SpecError(f"{path}: train: {pattern!r} does not start with a trace folder "
-                            f"(folder/file-glob){_closest(name, list(folders))}")
+                            f"(folder/file-glob){did_you_mean(name, list(folders))}")
         if not spec.matches(pattern):
             raise SpecError(f"{path}: train: no trace matches {pattern!r}")
     for index, case in enumerate(spec.clipping):
@@ -186,13 +191,7 @@ def _strings(path: Path, data: dict[str, Any], key: str, default: Sequence[str])
 def _known(path: Path, where: str, entry: dict[str, Any], keys: Sequence[str]) -> None:
     for key in entry:
         if key not in keys:
-            raise SpecError(f"{path}: {where}: unknown key {key!r}{_closest(key, keys)}")
-
-
-def _closest(name: str, known: Sequence[str]) -> str:
-    """"; did you mean 'x'?" for the known name closest to `name`, if one is close."""
-    close = difflib.get_close_matches(name, known, n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+            raise SpecError(f"{path}: {where}: unknown key {key!r}{did_you_mean(key, keys)}")
 
 
 def _require(path: Path, where: str, entry: dict[str, Any], keys: Sequence[str]) -> None:
@@ -376,7 +375,7 @@ def pareto(table: Sequence[tuple[str, float | None, float | None]]) -> set[str]:
     """Policies (name, target met, quality) that no other one beats on both target met and
     quality (ties allowed); `oracle` and `optimal`, which no real link can run, are left out."""
     known = [(p, m, q) for p, m, q in table
-             if m is not None and q is not None and p not in SIMULATOR_ONLY]
+             if m is not None and q is not None and p not in SIM_ONLY_POLICIES]
     return {
         p for p, m, q in known
         if not any(m2 >= m and q2 >= q and (m2, q2) != (m, q) for _, m2, q2 in known)
