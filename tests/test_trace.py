@@ -516,3 +516,13 @@ def test_the_guide_examples_run(monkeypatch):
     assert blocks
     for block in blocks:
         exec(compile(block, "docs/traces.md", "exec"), {})
+
+
+@pytest.mark.parametrize("end", ["loop", "hold"])
+def test_finish_times_is_finish_time_for_many_transfers_at_once(end):
+    rng = np.random.default_rng(7)
+    trace = Trace.from_segments([0.0, 3.0, 7.5], [4.0, 0.5, 20.0], 10.0, end=end)
+    starts = np.concatenate([[0.0, 10.0, 3.0], rng.uniform(0, 35, 2000)])
+    bits = np.concatenate([[0.0, 1e6, 2e6], rng.uniform(0, 5e7, 2000)])
+    expected = [trace.finish_time(float(s), float(b)) for s, b in zip(starts, bits, strict=True)]
+    assert trace.finish_times(starts, bits).tolist() == expected
