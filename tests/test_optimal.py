@@ -103,3 +103,12 @@ def test_the_optimum_is_refused_outside_the_simulator_and_for_a_closed_source():
     closed = digits_config("optimal", 1.0, 10.0).replace(**{"source.mode": "closed"})
     with pytest.raises(ValueError, match="open source"):
         simulate(closed, ROOT / "traces" / "step-drop.csv")
+
+
+def test_the_optimum_refuses_parameters_it_does_not_take():
+    trace = ROOT / "traces" / "step-drop.csv"
+    with pytest.raises(ValueError, match="takes only grid_s"):
+        simulate(digits_config("optimal", 0.1, 10.0).replace(**{"policy.params.grid": 1}), trace)
+    with pytest.raises(ValueError, match="grid_s must be a finite number >= 0"):
+        simulate(digits_config("optimal", 0.1, 10.0).replace(**{"policy.params.grid_s": -1}),
+                 trace)
