@@ -153,10 +153,21 @@ def choose_cuts(
     if config.model.partition == "auto":
         return auto_cuts(model, config, profiles, traces)
     if config.model.cuts:
-        for cut in config.model.cuts:
-            model.cut_index(cut)
+        check_cut_order(model, config.model.cuts)
         return list(config.model.cuts)
     return balanced_block_cuts(model, config, profiles[0], stages)
+
+
+def check_cut_order(model: StagedModel, cuts: Sequence[str]) -> None:
+    """Refuse cuts that are unknown, repeated or out of model order: stage k runs the units
+    between cut k-1 and cut k, so the simulator must refuse what the runtime cannot split."""
+    indices = [model.cut_index(cut) for cut in cuts]
+    for (before, after), (i, j) in zip(pairwise(cuts), pairwise(indices), strict=True):
+        if j <= i:
+            raise ValueError(
+                f"model.cuts must be distinct and in model order: {after!r} does not come after "
+                f"{before!r} in {model.name}"
+            )
 
 
 def balanced_block_cuts(

@@ -27,12 +27,14 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from quantpipe_core.trace import echo
 from quantpipe_core.utility import Utility, log_value
 
 FLOAT_BITS = 32
@@ -501,12 +503,28 @@ def _user_class(spec: str) -> type:
         raise ValueError(f"policy {spec!r}: {module_name} has no {class_name}") from None
 
 
-def check_decision(bits: Sequence[int], obs: Observation) -> list[int]:
-    """A policy's answer as a list, refused clearly if it is the wrong length or not allowed."""
-    bits = list(bits)
-    if len(bits) != obs.window_len:
-        raise ValueError(f"policy returned {len(bits)} bitwidths for a window of {obs.window_len}")
+def check_decision(bits: Any, obs: Observation) -> list[int]:
+    """A policy's answer as a list of plain ints, refused clearly if it is not one int per
+    microbatch among the allowed bits: the simulator and the runtime both check here, so a policy
+    that one refuses the other refuses too. Integers of any kind (numpy's too) become ``int``;
+    floats (``8.0``) and booleans (``True``) are refused, not taken for the bitwidth they equal."""
+    try:
+        answer = list(bits)
+    except TypeError:
+        raise ValueError(
+            f"policy returned {echo(bits)}, not a list of {obs.window_len} bitwidths"
+        ) from None
+    if len(answer) != obs.window_len:
+        raise ValueError(
+            f"policy returned {len(answer)} bitwidths for a window of {obs.window_len}"
+        )
+    if bad := [b for b in answer if isinstance(b, bool) or not isinstance(b, numbers.Integral)]:
+        raise ValueError(
+            f"policy returned {echo(bad[0])} ({type(bad[0]).__name__}): a bitwidth must be "
+            f"an int, one of {sorted(obs.allowed_bits)}"
+        )
+    answer = [int(b) for b in answer]
     allowed = {*obs.allowed_bits, FLOAT_BITS}
-    if bad := sorted({b for b in bits if b not in allowed}):
+    if bad := sorted({b for b in answer if b not in allowed}):
         raise ValueError(f"policy chose bitwidths {bad}, allowed are {sorted(obs.allowed_bits)}")
-    return bits
+    return answer

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import textwrap
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -251,3 +253,70 @@ def test_decisions_of_the_wrong_length_or_bits_are_refused():
     with pytest.raises(ValueError, match=r"bitwidths \[5\]"):
         check_decision([5, 8, 8, 8], obs)
     assert check_decision([32, 8, 8, 8], obs) == [32, 8, 8, 8]
+
+
+@pytest.mark.parametrize(("answer", "message"), [
+    ([8.0] * 4, r"8\.0 \(float\): a bitwidth must be an int"),
+    ([True] * 4, r"True \(bool\): a bitwidth must be an int"),
+    (None, "policy returned None, not a list of 4 bitwidths"),
+    (["8"] * 4, r"'8' \(str\)"),
+])
+def test_decisions_that_are_not_plain_ints_are_refused(answer, message):
+    with pytest.raises(ValueError, match=message):
+        check_decision(answer, observe(1.0))
+
+
+def test_numpy_integers_are_accepted_as_plain_ints():
+    for answer in ([np.int64(8)] * 4, np.full(4, 8, dtype=np.int32)):
+        bits = check_decision(answer, observe(1.0))
+        assert bits == [8] * 4 and all(type(b) is int for b in bits)
+
+
+def test_the_simulator_and_the_runtime_check_policies_through_one_sender(tmp_path, monkeypatch):
+    """Both build a `LinkSender`, whose decisions pass `check_decision`: a numpy answer is
+    recorded as ints (the runtime's report is JSON), a float answer is refused."""
+    from quantpipe_core.plan import LinkSpec, SourceSpec
+    from quantpipe_core.results import Records
+    from quantpipe_core.runtime.report import records_to_json
+    from quantpipe_core.sender import LinkSender
+
+    class NumpyBits:
+        def __init__(self, value):
+            self.value = value
+
+        def decide(self, obs):
+            return np.full(obs.window_len, self.value)
+
+    records = Records()
+    spec = LinkSpec(None, PACKET, NumpyBits(8), SHAPE)
+    sender = LinkSender(0, spec, SourceSpec(TARGET, 8), ALLOWED, 4, records)
+    assert type(sender.bits_for_next(0.0)) is int
+    assert json.loads(json.dumps(records_to_json(records)))["windows"][0]["bits"] == [8] * 4
+    spec.policy = NumpyBits(8.0)
+    sender.schedule = []
+    with pytest.raises(ValueError, match="must be an int"):
+        sender.bits_for_next(1.0)
+
+
+def test_cuts_out_of_model_order_are_refused_by_the_simulator_and_the_runtime(tmp_path):
+    from quantpipe_core.config import load_config
+    from quantpipe_core.runtime.plan import resolve_runtime
+    from sim.simulation import simulate
+
+    trace = tmp_path / "flat.csv"
+    trace.write_text("time_s,mbps\n0,30\n10,30\n")
+    path = tmp_path / "cuts.toml"
+    path.write_text(textwrap.dedent("""
+        [model]
+        name = "digits-vit"
+        cuts = ["block1.out", "block0.out"]
+        [[devices]]
+        [[devices]]
+        [[devices]]
+    """))
+    config = load_config(path)
+    message = "'block0.out' does not come after 'block1.out'"
+    with pytest.raises(ValueError, match=message):
+        simulate(config, trace)
+    with pytest.raises(ValueError, match=message):
+        resolve_runtime(config)
