@@ -33,6 +33,7 @@ CSV_HEADER = "time_s,mbps"
 PACKET_BITS = 1500 * 8  # one Mahimahi delivery opportunity
 MAHIMAHI_HOLD_S = 1.0  # after a Mahimahi trace's end, "hold" keeps the mean of its last second
 DEFAULT_FLOOR_MBPS = 0.01
+ECHO_CHARS = 80  # of bad input quoted in an error message
 
 End = Literal["loop", "hold"]
 
@@ -403,6 +404,13 @@ def _number(text: str, what: str, number: int, name: str) -> float:
     if not math.isfinite(value):
         raise TraceError(f"{name}, line {number}: {what} {text!r} is not a finite number")
     return value
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` cut to `limit` characters: an error message quotes bad input, it does
+    not flood the terminal with a 5 MB line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _is_float(text: str) -> bool:
