@@ -21,6 +21,7 @@ import datetime as dt
 import fnmatch
 import json
 import sys
+from collections import Counter
 from collections.abc import Collection, Sequence
 from contextlib import closing
 from dataclasses import dataclass
@@ -95,22 +96,46 @@ class RunFailed(RuntimeError):
     """A simulation of the comparison raised; a report needs every one."""
 
 
+def trace_names(traces: Sequence[Path]) -> list[str]:
+    """Each trace's name in folders, rows and plots: its stem, with as many of its parent
+    folders as make it unique (``a/t.csv`` and ``b/t.csv`` are ``a-t`` and ``b-t``), so that
+    two traces never share a run folder or a row. A file given twice is refused."""
+    paths = [t.resolve() for t in traces]
+    if twice := [t for t, p in zip(traces, paths, strict=True) if paths.count(p) > 1]:
+        raise ValueError(f"trace {twice[0]} is given twice")
+    folders = [p.parent.parts[1:] for p in paths]  # without the root
+    depth = [0] * len(paths)
+
+    def names() -> list[str]:
+        return ["-".join([*f[len(f) - d:], p.stem]) for f, d, p in zip(folders, depth, paths,
+                                                                        strict=True)]
+
+    while clashes := [i for i, n in enumerate(names())
+                      if Counter(names())[n] > 1 and depth[i] < len(folders[i])]:
+        for i in clashes:
+            depth[i] += 1
+    counts = Counter(names())  # still equal only when "a-b/t" meets "a/b-t": number them
+    return [f"{n}-{i + 1}" if counts[n] > 1 else n for i, n in enumerate(names())]
+
+
 def compare(
     config: Config, traces: Sequence[Path], policies: Sequence[str], out: Path, engine: Engine
 ) -> list[dict[str, Any]]:
-    """Every pair on `engine`, each run's four files in ``out/<trace>-<policy>/``; their
-    summaries with the trace, policy and folder, in (trace, policy) order, each measured
-    against its trace's optimum (`against_optimum`)."""
-    cases = [(t, p) for t in traces for p in policies]
-    runs = [Run(str(i), with_policy(config, p), t, RUN_FILES) for i, (t, p) in enumerate(cases)]
+    """Every pair on `engine`, each run's four files in ``out/<trace>-<policy>/`` (the trace
+    named by `trace_names`); their summaries with the trace, policy and folder, in (trace,
+    policy) order, each measured against its trace's optimum (`against_optimum`)."""
+    names = trace_names(traces)
+    cases = [(t, n, p) for t, n in zip(traces, names, strict=True) for p in policies]
+    runs = [Run(str(i), with_policy(config, p), t, RUN_FILES)
+            for i, (t, _, p) in enumerate(cases)]
     rows: dict[str, dict[str, Any]] = {}
     for outcome in tqdm(engine.map(runs), total=len(runs), desc="runs", unit="run"):
-        trace, policy = cases[int(outcome.key)]
+        trace, name, policy = cases[int(outcome.key)]
         if outcome.summary is None:
             raise RunFailed(f"{trace} with policy {policy}: {outcome.error}")
-        folder = out / f"{trace.stem}-{policy.replace(':', '')}"
+        folder = out / f"{name}-{policy.replace(':', '')}"
         outcome.write_files(folder)
-        rows[outcome.key] = {"trace": trace.stem, "policy": policy, "out": str(folder),
+        rows[outcome.key] = {"trace": name, "policy": policy, "out": str(folder),
                              **outcome.summary}
     return against_optimum([rows[run.key] for run in runs])
 
@@ -191,8 +216,10 @@ def ranking(rows: Sequence[dict[str, Any]], policies: Sequence[str]) -> list[Sta
 
 
 def training_traces(traces: Sequence[Path], patterns: Sequence[str]) -> set[str]:
-    """Names (stems) of the traces whose file name matches one of the glob `patterns`."""
-    return {t.stem for t in traces if any(fnmatch.fnmatch(t.name, p) for p in patterns)}
+    """Names (`trace_names`) of the traces whose file name matches one of the glob
+    `patterns`."""
+    return {name for t, name in zip(traces, trace_names(traces), strict=True)
+            if any(fnmatch.fnmatch(t.name, p) for p in patterns)}
 
 
 def quality_of(row: dict[str, Any]) -> float | None:
@@ -253,8 +280,9 @@ def report(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Seq
     accuracy_known = any(r["expected_accuracy"] is not None for r in rows)
     quality = "expected accuracy" if accuracy_known else "mean bits (no accuracy profile)"
     versions = rows[0]["run"]["versions"] if rows else {}
-    held_out = [t for t in traces if t.stem not in training]
-    trained = [t.stem for t in traces if t.stem in training]
+    names = trace_names(traces)
+    held_out = [n for n in names if n not in training]
+    trained = [n for n in names if n in training]
     lines = [
         "# Policy comparison",
         "",
@@ -291,10 +319,10 @@ def report(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Seq
         lines += [f"### Training traces ({_count(len(trained), 'trace')})", "",
                   *training_table([r for r in rows if r["trace"] in training], policies,
                                   quality)]
-    for trace in traces:
-        mine = [r for r in rows if r["trace"] == trace.stem]
-        role = " (training)" if trace.stem in training else ""
-        lines += [f"## {trace.name}{role}", "", f"![{trace.stem}]({trace.stem}.png)", ""]
+    for trace, name in zip(traces, names, strict=True):
+        mine = [r for r in rows if r["trace"] == name]
+        role = " (training)" if name in training else ""
+        lines += [f"## {name}{trace.suffix}{role}", "", f"![{name}]({name}.png)", ""]
         header = ["policy", *(name for name, _, _ in COLUMNS)]
         lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for row in mine:
@@ -340,11 +368,11 @@ def plots(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Sequ
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    for trace in traces:
+    for trace, name in zip(traces, trace_names(traces), strict=True):
         fig, (link_ax, bits_ax, rate_ax) = plt.subplots(
             3, 1, figsize=(10, 7.5), sharex=True, height_ratios=(1, 2, 2)
         )
-        for index, row in enumerate(r for r in rows if r["trace"] == trace.stem):
+        for index, row in enumerate(r for r in rows if r["trace"] == name):
             windows = [w for w in read_windows(Path(row["out"]) / "windows.csv")
                        if w["link"] == 0]
             t = [w["t_start_s"] for w in windows]
@@ -353,16 +381,16 @@ def plots(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Sequ
             bits_ax.step(t, [w["bits"] for w in windows], where="post", label=row["policy"])
             rate_ax.step(t, [w["delivered_items_per_s"] for w in windows], where="post",
                          label=row["policy"])
-        target = next(r["target_rate_items_per_s"] for r in rows if r["trace"] == trace.stem)
+        target = next(r["target_rate_items_per_s"] for r in rows if r["trace"] == name)
         rate_ax.axhline(target, color="grey", linestyle=":", label="target")
         link_ax.set_ylabel("Mbit/s (link 0)")
         bits_ax.set_ylabel("bits (link 0)")
         rate_ax.set_ylabel("delivered items/s (link 0)")
         rate_ax.set_xlabel("time (s)")
         bits_ax.legend(fontsize=7, ncol=4)
-        fig.suptitle(trace.name)
+        fig.suptitle(f"{name}{trace.suffix}")
         fig.tight_layout()
-        fig.savefig(out / f"{trace.stem}.png", dpi=90)
+        fig.savefig(out / f"{name}.png", dpi=90)
         plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for s in ranking(held_out_rows(rows, training), policies):
@@ -412,10 +440,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if missing := [str(t) for t in args.traces if not t.is_file()]:
         parser.error(f"no such trace file: {', '.join(missing)}")
-    training = training_traces(args.traces, args.train)
+    try:
+        training = training_traces(args.traces, args.train)
+    except ValueError as error:
+        parser.error(str(error))
     if unmatched := [p for p in args.train if not training_traces(args.traces, [p])]:
         parser.error(f"--train: no trace matches {', '.join(unmatched)}")
     try:
+        if args.policies == []:
+            raise ValueError("--policies is empty: give at least one policy, e.g. quantpipe,mpc")
         config = load_config(args.config)
         changes = option_overrides(scale=args.scale, duration=args.duration)
         config = config.replace(**changes) if changes else config

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import subprocess
@@ -231,3 +232,34 @@ def test_the_guides_example_sweep_and_analysis_run(tmp_path, monkeypatch):
     analysis = analysis.replace("runs/example/", f"{tmp_path}/example/")
     subprocess.run([sys.executable, "-c", analysis], check=True, cwd=tmp_path, timeout=120)
     assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_compare_keeps_both_traces_that_share_a_file_name(tmp_path):
+    for folder, mbps in (("a", 3), ("b", 30)):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "t.csv").write_text(f"time_s,mbps\n0,{mbps}\n10,{mbps}\n")
+    out = tmp_path / "cmp"
+    argv = [str(tmp_path / "a" / "t.csv"), str(tmp_path / "b" / "t.csv"), "--policies",
+            "quantpipe", "--config", str(ROOT / "configs" / "reports" / "digits-vit.toml"),
+            "--duration", "10", "--jobs", "2", "--out", str(out)]
+    assert compare.main(argv) == 0
+    with (out / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["trace"] for r in rows] == ["a-t", "b-t"]
+    assert rows[0]["latency_p50_s"] != rows[1]["latency_p50_s"]  # two runs, not one twice
+    assert (out / "a-t-quantpipe" / "summary.json").is_file()
+    assert (out / "b-t-quantpipe" / "summary.json").is_file()
+    report = (out / "report.md").read_text()
+    assert "## a-t.csv" in report and "## b-t.csv" in report
+    assert (out / "a-t.png").is_file() and (out / "b-t.png").is_file()
+
+
+def test_compare_refuses_empty_policies_and_a_trace_given_twice(tmp_path, capsys):
+    trace = str(TRACES / "step-drop.csv")
+    assert compare.main([trace, "--policies", "", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err == "sim.compare: --policies is empty: give at least one policy, e.g. quantpipe,mpc\n"
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([trace, trace, "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert f"trace {trace} is given twice" in capsys.readouterr().err
