@@ -62,9 +62,8 @@ def choose_distribution(stats: GroupStats) -> np.ndarray:
     reach_low, reach_high = np.maximum(-stats.min, 0.0), np.maximum(stats.max, 0.0)
     one_sided_pos = reach_low < ONE_SIDED_RATIO * reach_high
     one_sided_neg = reach_high < ONE_SIDED_RATIO * reach_low
-    ratio = np.divide(
-        stats.mean_abs_dev, stats.std, out=np.zeros(stats.groups), where=stats.std > 0
-    )
+    spread = (stats.std > 0) & np.isfinite(stats.std)  # inf where values near 3e38 overflow
+    ratio = np.divide(stats.mean_abs_dev, stats.std, out=np.zeros(stats.groups), where=spread)
     names = np.where(ratio > GAUSS_MAD_RATIO, "gauss", "laplace").astype(object)
     names[one_sided_pos | one_sided_neg] = "half-laplace"
     return names

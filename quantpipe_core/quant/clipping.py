@@ -189,8 +189,12 @@ def group_ranges(stats: GroupStats, bits: int, method: ClipMethod) -> tuple[np.n
     if stats.x2d.numel() == 0:
         zeros = np.zeros(stats.groups, dtype=np.float32)
         return zeros, zeros.copy()
-    lo, hi = method.ranges(stats, bits)
-    return grid.as_float32_range(lo, hi)
+    lo, hi = grid.as_float32_range(*method.ranges(stats, bits))
+    usable = np.isfinite(lo) & np.isfinite(hi)
+    if usable.all():
+        return lo, hi
+    # a method's statistics overflowed (values near float32's limit): keep the group's extremes
+    return grid.as_float32_range(np.where(usable, lo, stats.min), np.where(usable, hi, stats.max))
 
 
 def clip_range(

@@ -13,6 +13,10 @@ matrix product, so the cost is O(n * 16 * log16 b), not the O(n * b) of a dense 
 
 The signs come from a seed by SplitMix64 (defined here, not by any library's random stream), so
 a seed in a packet means the same rotation on every machine and every version.
+
+Every sum of the transform adds at most `b` values, so values whose magnitude times `b` stays
+below 2**127 rotate either way without overflowing float32 (`fits_rotation`); the codec sends
+larger tensors unrotated.
 """
 
 from __future__ import annotations
@@ -25,11 +29,18 @@ import torch
 
 TRANSFORMS = ("none", "hadamard")
 MAX_RADIX = 16
+ROTATION_LIMIT = 2.0**127
 
 
 def block_size(n: int) -> int:
     """Length of the rotated blocks of a last dimension of `n`: its largest power-of-two divisor."""
     return n & -n if n > 0 else 1
+
+
+def fits_rotation(reach: float, n: int) -> bool:
+    """Whether values up to `reach` in magnitude, along a last dimension of `n`, can be rotated
+    and rotated back in float32 with every intermediate sum finite (False for NaN)."""
+    return bool(reach * block_size(n) < ROTATION_LIMIT)
 
 
 @cache
@@ -85,13 +96,13 @@ def _walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
 
 def rotate(x: torch.Tensor, seed: int) -> torch.Tensor:
     """`x` (float32) rotated along its last dimension: H (D x)."""
-    if x.dim() == 0:
+    if x.dim() == 0 or x.numel() == 0:  # nothing to rotate: no signs for a huge empty dimension
         return x.clone()
     return _walsh_hadamard(x * signs(x.shape[-1], seed))
 
 
 def unrotate(y: torch.Tensor, seed: int) -> torch.Tensor:
     """Inverse of `rotate`: D (H y), since H is symmetric and orthonormal and D its own inverse."""
-    if y.dim() == 0:
+    if y.dim() == 0 or y.numel() == 0:
         return y.clone()
     return _walsh_hadamard(y).mul_(signs(y.shape[-1], seed))

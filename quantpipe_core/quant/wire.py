@@ -33,7 +33,7 @@ import math
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -47,17 +47,19 @@ from quantpipe_core.quant.clipping import (
     group_ranges,
     observe,
 )
+from quantpipe_core.quant.observe import GroupStats
 from quantpipe_core.quant.scheme import (
     OUTLIER_BITS,
     Codec,
     outlier_count,
     resolve_granularity,
 )
-from quantpipe_core.quant.transform import TRANSFORMS, rotate, unrotate
+from quantpipe_core.quant.transform import TRANSFORMS, fits_rotation, rotate, unrotate
 
 MAGIC = b"QPAQ"
 VERSION = 2
 MAX_NDIM = 8
+TENSOR_LIMIT = 2**63
 _PREFIX_V1 = struct.Struct("<4sBBBBB")
 _PREFIX = struct.Struct("<4sBBBBBBII")
 _CRC = struct.Struct("<I")
@@ -73,7 +75,7 @@ class ForeignPacket(PacketError):
 
 
 class UnsupportedVersion(PacketError):
-    """A QuantPipe packet from a newer format version than this decoder reads."""
+    """A QuantPipe packet (or carry frame) of a format version this decoder does not read."""
 
 
 class TruncatedPacket(PacketError):
@@ -165,31 +167,55 @@ def encode(x: torch.Tensor, bits: int, method: str = "ds-aciq", **options: objec
         raise ValueError(f"unsupported dtype {x.dtype}; use one of {_DTYPES}")
     layout = _layout(tuple(x.shape), bits, codec, x.dtype)
     x32 = as_groups(x, "tensor").reshape(layout.rows, layout.channels)
-    header = _PREFIX.pack(
-        MAGIC, VERSION, _DTYPES.index(x.dtype), bits, RANGE_GROUPS.index(layout.granularity),
-        len(layout.shape), TRANSFORMS.index(layout.transform), layout.seed, layout.outliers,
-    ) + struct.pack(f"<{len(layout.shape)}I", *layout.shape)
     if bits == grid.FLOAT_BITS:
         observe(x32.reshape(1, -1), 1)  # refuses NaN and Inf, as every bitwidth does
-        packet = header + x32.numpy().tobytes()
-        return packet + _CRC.pack(zlib.crc32(packet))
-    parts = [header]
-    apart_range = apart_payload = b""
+        return _sealed([_header(layout), x32.numpy().tobytes()])
+    channels = apart_range = apart_payload = b""
     if layout.outliers:
-        channels, values, x32 = _split_outliers(x32, layout.outliers)
+        indices, values, x32 = _split_outliers(x32, layout.outliers)
         apart_stats = observe(values.reshape(1, -1), layout.outliers)
         lo, hi = grid.as_float32_range(apart_stats.min, apart_stats.max)
-        parts.append(channels.astype("<u4").tobytes())
+        channels = indices.astype("<u4").tobytes()
         apart_range = np.stack([lo, hi], axis=1).astype("<f4").tobytes()
         apart_payload = packing.pack(apart_stats.quantize(lo, hi, OUTLIER_BITS), OUTLIER_BITS)
-    if layout.transform == "hadamard":
-        x32 = rotate(x32, layout.seed)
-    stats = observe(as_groups(x32, layout.granularity), layout.channels)
+    layout, stats = _grid_stats(x32, layout)
     lo, hi = group_ranges(stats, bits, clip_method(codec.method, dist=codec.dist, pct=codec.pct))
-    parts += [np.stack([lo, hi], axis=1).astype("<f4").tobytes(), apart_range,
-              packing.pack(stats.quantize(lo, hi, bits), bits), apart_payload]
+    return _sealed([_header(layout), channels, np.stack([lo, hi], axis=1).astype("<f4").tobytes(),
+                    apart_range, packing.pack(stats.quantize(lo, hi, bits), bits),
+                    apart_payload])
+
+
+def _header(layout: Layout) -> bytes:
+    """The version-2 header fields of `layout`, shape included."""
+    return _PREFIX.pack(
+        MAGIC, VERSION, _DTYPES.index(layout.dtype), layout.bits,
+        RANGE_GROUPS.index(layout.granularity), len(layout.shape),
+        TRANSFORMS.index(layout.transform), layout.seed, layout.outliers,
+    ) + struct.pack(f"<{len(layout.shape)}I", *layout.shape)
+
+
+def _sealed(parts: list[bytes]) -> bytes:
+    """The packet: its parts, then the CRC32 of them all."""
     packet = b"".join(parts)
     return packet + _CRC.pack(zlib.crc32(packet))
+
+
+def _grid_stats(x32: torch.Tensor, layout: Layout) -> tuple[Layout, GroupStats]:
+    """Statistics of the `(rows, channels)` tensor the grid is laid on, and the layout that says
+    which: rotated if the layout asks for it and its values fit the rotation both ways
+    (`fits_rotation`; values near float32's limit do not), else as it is."""
+    if layout.transform == "hadamard":
+        rotated = as_groups(rotate(x32, layout.seed), layout.granularity)
+        stats = GroupStats(rotated, layout.channels)
+        if not rotated.numel() or fits_rotation(_reach(stats.min, stats.max), layout.channels):
+            return layout, stats
+        layout = replace(layout, transform="none")
+    return layout, observe(as_groups(x32, layout.granularity), layout.channels)
+
+
+def _reach(lo: np.ndarray, hi: np.ndarray) -> float:
+    """The largest magnitude among range ends (NaN if one is NaN)."""
+    return float(np.maximum(np.abs(lo), np.abs(hi)).max())
 
 
 def _split_outliers(
@@ -238,18 +264,29 @@ def decode(data: bytes | bytearray | memoryview) -> torch.Tensor:
             f"corrupt packet: {n} bytes where shape {layout.shape} at {layout.bits} bits "
             f"takes {layout.size}"
         )
-    offset = layout.header_size
     if layout.bits == grid.FLOAT_BITS:
-        values = np.frombuffer(view, dtype="<f4", count=layout.numel, offset=offset).copy()
-        return torch.from_numpy(values).reshape(layout.shape).to(layout.dtype)
+        return _decode_floats(view, layout)
+    return _decode_grid(view, layout)
+
+
+def _decode_floats(view: memoryview, layout: Layout) -> torch.Tensor:
+    """The tensor of a 32-bit packet; NaN or Inf cannot come from `encode`, so they are damage."""
+    values = np.frombuffer(view, dtype="<f4", count=layout.numel, offset=layout.header_size)
+    if not np.isfinite(values).all():
+        raise CorruptPacket("corrupt packet: a float32 value is NaN or Inf")
+    return _in_dtype(torch.from_numpy(values.copy()).reshape(layout.shape), layout.dtype)
+
+
+def _decode_grid(view: memoryview, layout: Layout) -> torch.Tensor:
+    """The tensor of a packet of grid indices (1 to 16 bits), outlier channels included."""
+    offset = layout.header_size
     channels = np.frombuffer(view, dtype="<u4", count=layout.outliers,
                              offset=offset - 4 * layout.outliers).astype(np.int64)
     if np.any(np.diff(channels) <= 0) or np.any(channels >= layout.channels):
         raise CorruptPacket("corrupt packet: outlier channel indices out of order or range")
     ranges = np.frombuffer(view, dtype="<f4", count=2 * layout.groups + 2 * bool(layout.outliers),
                            offset=offset).reshape(-1, 2)
-    if not (np.isfinite(ranges).all() and (ranges[:, 0] <= ranges[:, 1]).all()):
-        raise CorruptPacket("corrupt packet: a clip range is not finite or is reversed")
+    _check_ranges(ranges, layout)
     offset += 8 * len(ranges)
     main_bytes = packing.payload_size(layout.numel, layout.bits)
     q = packing.unpack(view[offset: offset + main_bytes], layout.numel, layout.bits)
@@ -261,11 +298,33 @@ def decode(data: bytes | bytearray | memoryview) -> torch.Tensor:
         y = unrotate(y, layout.seed)
     if layout.outliers:
         count = layout.rows * layout.outliers
-        q_apart = packing.unpack(view[offset + main_bytes: n - _CRC.size], count, OUTLIER_BITS)
+        end = len(view) - _CRC.size
+        q_apart = packing.unpack(view[offset + main_bytes: end], count, OUTLIER_BITS)
         apart = grid.dequantize(q_apart.reshape(1, -1), ranges[-1:, 0].copy(),
                                 ranges[-1:, 1].copy(), OUTLIER_BITS)
         y[:, torch.from_numpy(channels)] = apart.reshape(layout.rows, layout.outliers)
-    return y.reshape(layout.shape).to(layout.dtype)
+    return _in_dtype(y.reshape(layout.shape), layout.dtype)
+
+
+def _check_ranges(ranges: np.ndarray, layout: Layout) -> None:
+    """Refuse clip ranges `encode` cannot have written: NaN, Inf, reversed, or (rotated) so far
+    out that undoing the rotation would overflow float32."""
+    if not (np.isfinite(ranges).all() and (ranges[:, 0] <= ranges[:, 1]).all()):
+        raise CorruptPacket("corrupt packet: a clip range is not finite or is reversed")
+    rotated = ranges[: layout.groups]
+    if layout.transform == "hadamard" and rotated.size and not fits_rotation(
+        _reach(rotated[:, 0], rotated[:, 1]), layout.channels
+    ):
+        raise CorruptPacket("corrupt packet: a clip range is too wide to undo the rotation")
+
+
+def _in_dtype(y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`y` (float32) in the packet's dtype; values beyond a narrower dtype's finite range
+    saturate at its ends instead of turning into inf."""
+    if dtype in (torch.float16, torch.bfloat16):
+        top = torch.finfo(dtype).max
+        y = y.clamp(-top, top)
+    return y.to(dtype)
 
 
 def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
@@ -275,7 +334,17 @@ def _check_shape(shape: Sequence[int]) -> tuple[int, ...]:
     if not all(isinstance(d, int | np.integer) and not isinstance(d, bool) and 0 <= d < 2**32
                for d in dims):
         raise ValueError(f"shape must be non-negative integers below 2**32, got {shape!r}")
-    return tuple(int(d) for d in dims)
+    dims = tuple(int(d) for d in dims)
+    if not _holdable(dims):
+        raise ValueError(f"shape {dims} is too large for any tensor: its dimensions multiply "
+                         "to 2**63 or more")
+    return dims
+
+
+def _holdable(shape: Sequence[int]) -> bool:
+    """Whether torch can make a tensor of `shape`: the product of its dimensions (a zero counted
+    as one, since torch computes strides from them) fits in int64."""
+    return math.prod(max(d, 1) for d in shape) < TENSOR_LIMIT
 
 
 def _parse_layout(view: memoryview) -> Layout | None:
@@ -301,6 +370,8 @@ def _parse_layout(view: memoryview) -> Layout | None:
     if not valid:
         return None
     shape = struct.unpack_from(f"<{ndim}I", view, prefix)
+    if not _holdable(shape):
+        return None
     layout = Layout(version, _DTYPES[dtype_code], bits, RANGE_GROUPS[gran_code], shape,
                     TRANSFORMS[transform_code], seed, outliers)
     if layout.granularity == "token" and ndim == 0:
