@@ -1,6 +1,6 @@
 """Bad input to the codec gets a clear ValueError, never a traceback from deep inside; bytes
 `encode` cannot have written get a PacketError even when their checksum holds, and finite values
-come back finite (issue 14, defect 5)."""
+come back finite (issue 14, defects 5 and 6)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import zlib
 import pytest
 import torch
 
+from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.quant import (
     METHODS,
     TRANSFORMS,
@@ -191,3 +192,23 @@ def test_values_in_float32s_subnormal_range_stay_within_half_a_step(bits):
     step = (values.double().max() - values.double().min()) / (2**bits - 1)
     rounding = 2.0**-150  # half of float32's spacing among subnormal numbers
     assert (y.double() - values.double()).abs().max() <= step / 2 + rounding
+
+
+def test_every_single_bit_flip_of_a_carry_frame_is_a_packet_error():
+    """Tensor names and lengths are under a checksum too: a flip in a name was decoded as a
+    renamed tensor (such as 'hiddeo') that the next stage did not know."""
+    gen = torch.Generator().manual_seed(6)
+    frame = encode_carry({"hidden": torch.randn(2, 5, 16, generator=gen),
+                          "mask": torch.ones(2, 5)}, 4)
+    for bit in range(8 * len(frame)):
+        damaged = bytearray(frame)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        with pytest.raises(PacketError):
+            decode_carry(bytes(damaged))
+
+
+def test_a_carry_frame_of_another_format_version_is_refused_by_name():
+    frame = bytearray(encode_carry({"hidden": x}, 4))
+    frame[4] = 1
+    with pytest.raises(PacketError, match="carry frame format version 1"):
+        decode_carry(bytes(frame))
