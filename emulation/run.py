@@ -23,10 +23,20 @@ from tqdm import tqdm
 from emulation.agreement import percent, write_agreement
 from emulation.emulate import EmulationError, emulate, emulation_duration, link_traces
 from emulation.replay import replay_config
-from quantpipe_core.config import SIM_ONLY_POLICIES, ConfigError
-from quantpipe_core.trace import TraceError
-from sim.run import build_parser, default_out, print_summary, run_config
+from quantpipe_core.cli import check_out_dir, fail, positive_float
+from quantpipe_core.config import SIM_ONLY_POLICIES
+from sim.run import (
+    build_parser,
+    check_user_policy,
+    default_out,
+    print_summary,
+    refusal,
+    refuse,
+    run_config,
+)
 from sim.simulation import simulate
+
+PROG = "emulation.run"
 
 DESCRIPTION = (
     "Emulate pipeline-parallel inference in Mininet (as root): the real runtime's stages in "
@@ -37,29 +47,25 @@ DESCRIPTION = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser("python -m emulation.run", DESCRIPTION)
-    parser.add_argument("--timeout-s", type=float, default=30.0,
+    parser.add_argument("--timeout-s", type=positive_float, default=30.0,
                         help="longest wait of any rank for a receive before the run ends with "
-                        "an error (default 30)")
+                        "an error, > 0 (default 30)")
     args = parser.parse_args(argv)
-
-    def fail(message: str) -> int:
-        print(f"emulation.run: {message}", file=sys.stderr)
-        return 2
-
-    if os.geteuid() != 0:
-        return fail("Mininet needs root: run it as root (e.g. sudo .venv/bin/python -m "
-                    "emulation.run ...)")
     try:
         config, notes = replay_config(run_config(args), args.trace)
         if config.policy.name in SIM_ONLY_POLICIES:
             raise ValueError(
                 f"the {config.policy.name} policy reads the trace's future: simulator only"
             )
+        check_user_policy(config)
         traces = link_traces(config, args.trace)
         duration = emulation_duration(config, traces)
-    except (ConfigError, TraceError, ValueError) as error:
-        return fail(str(error))
-    out = default_out(args, config, "-emulated")
+        out = check_out_dir(default_out(args, config, "-emulated"))
+    except ValueError as error:
+        return refuse(PROG, error, args)
+    if os.geteuid() != 0:
+        return fail(PROG, "Mininet needs root: run it as root (e.g. sudo .venv/bin/python -m "
+                    "emulation.run ...)")
     print(f"emulating {duration:g} s of {args.trace} on {len(config.devices)} hosts "
           f"({config.model.name}, policy {config.policy.name}); this takes real time")
     try:
@@ -70,13 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             emulated = emulate(config, args.trace, traces, out, timeout_s=args.timeout_s,
                                on_progress=progress)
     except EmulationError as error:
-        return fail(str(error))
+        return fail(PROG, str(error))
     except KeyboardInterrupt:
         print("emulation.run: interrupted; the network is cleaned up", file=sys.stderr)
         return 130
     print("emulated:")
     print_summary(emulated.summary, emulated.summary["run"]["cuts"], out)
-    simulated = simulate(config, args.trace)
+    try:
+        simulated = simulate(config, args.trace)
+    except Exception as error:
+        if (refused := refusal(error, config)) is None:
+            raise
+        return refuse(PROG, refused, args)
     simulated.write(out / "simulated")
     result = write_agreement(out, out, out / "simulated", {
         "notes": notes,

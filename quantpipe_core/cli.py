@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
+import tempfile
+import traceback
 from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
 
 
 def int_list(text: str) -> list[int]:
@@ -41,4 +48,113 @@ def codec_list(text: str) -> list[str]:
     try:
         return [Codec.parse(label).label for label in name_list(text)]
     except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+# ----- one-line errors ------------------------------------------------------------------------
+
+MESSAGE_CHARS = 500  # longest error message printed; bad input quoted in it may be megabytes
+DEBUG_ENV = "QUANTPIPE_DEBUG"
+DEBUG_HINT = f"--debug or {DEBUG_ENV}=1 prints the traceback"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad argument gets one line (``prog: error: ...``, exit 2)
+    instead of the usage block: every command answers bad input the same way."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
+    """`text` on one line (newlines folded), cut to `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else f"{flat[: limit - 3]}..."
+
+
+def fail(prog: str, message: str, *, user_error: BaseException | None = None,
+         debug: bool = False) -> int:
+    """Print ``prog: message`` on one line to stderr; the exit status of refused input (2).
+    `user_error`, raised by the user's code, has its traceback printed first under `debug`,
+    else the line says how to see it."""
+    if user_error is not None and debug:
+        traceback.print_exception(user_error)
+    hint = f" ({DEBUG_HINT})" if user_error is not None and not debug else ""
+    print(f"{prog}: {one_line(message)}{hint}", file=sys.stderr)
+    return 2
+
+
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    """``--debug``, for commands that run the user's code (a policy class)."""
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error in your code, print its full traceback "
+                        f"(also {DEBUG_ENV}=1)")
+
+
+def debugging(args: argparse.Namespace) -> bool:
+    """True if `--debug` was given or ``QUANTPIPE_DEBUG=1``."""
+    return getattr(args, "debug", False) or os.environ.get(DEBUG_ENV) == "1"
+
+
+# ----- numbers --------------------------------------------------------------------------------
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {number}")
+        return number
+
+    return parse
+
+
+positive_int = int_at_least(1)
+nonnegative_int = int_at_least(0)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (nan, inf, 0 and below are refused)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(number) and number > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return number
+
+
+# ----- output folders -------------------------------------------------------------------------
+
+
+class OutError(ValueError):
+    """An output folder that cannot be written; the message names it."""
+
+
+def check_out_dir(path: Path) -> Path:
+    """`path` if it is a folder this process can write into, or can create; else `OutError`.
+    Commands call it before any long work, so a bad ``--out`` costs nothing. Writability is
+    tried, not read from permission bits (root passes those, yet cannot write in /proc)."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise OutError(f"{path} exists and is not a folder")
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            raise OutError(f"cannot create {path}: {existing} is a file, not a folder")
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise OutError(f"cannot write into {path}: {error.strerror or error}") from None
+    return path
+
+
+def writable_out_dir(text: str) -> Path:
+    """An argparse type for ``--out``: `check_out_dir` on the path."""
+    try:
+        return check_out_dir(Path(text))
+    except OutError as error:
         raise argparse.ArgumentTypeError(str(error)) from None

@@ -9,6 +9,7 @@ Writes timeline.csv, windows.csv, summary.json and plot.png to --out
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,9 +17,23 @@ from typing import Any
 
 from tqdm import tqdm
 
-from quantpipe_core.config import Config, ConfigError, load_config
+from quantpipe_core.cli import (
+    ArgumentParser,
+    add_debug_option,
+    check_out_dir,
+    debugging,
+    fail,
+    nonnegative_int,
+    positive_float,
+    writable_out_dir,
+)
+from quantpipe_core.config import USER_CLASS, Config, load_config
+from quantpipe_core.policy import make_policy
+from quantpipe_core.sender import LinkSender
 from quantpipe_core.trace import TraceError
 from sim.simulation import simulate
+
+PROG = "sim.run"
 
 DESCRIPTION = (
     "Simulate pipeline-parallel inference with adaptive activation quantization on a bandwidth "
@@ -28,7 +43,7 @@ DESCRIPTION = (
 
 def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The options of a run on a trace; `python -m emulation.run` takes the same ones."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = ArgumentParser(prog=prog, description=description)
     parser.add_argument("trace", type=Path,
                         help="bandwidth trace (CSV time_s,mbps; Mahimahi; or 'time mbps' log); "
                         "used on every link whose config names no trace")
@@ -41,15 +56,17 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         "(overrides the config)")
     parser.add_argument("--bits", type=int, default=None,
                         help="bitwidth for --policy fixed (1..16, or 32 for float32)")
-    parser.add_argument("--target-rate", type=float, default=None,
-                        help="target items/s (default: 90%% of the compute-bound rate)")
-    parser.add_argument("--scale", type=float, default=None,
-                        help="multiply every link's rates by F (e.g. 30 for mobile traces)")
-    parser.add_argument("--duration", type=float, default=None,
-                        help="seconds to run (default: one pass of the longest trace)")
-    parser.add_argument("--seed", type=int, default=None, help="run seed (recorded)")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--target-rate", type=positive_float, default=None,
+                        help="target items/s, > 0 (default: 90%% of the compute-bound rate)")
+    parser.add_argument("--scale", type=positive_float, default=None,
+                        help="multiply every link's rates by F > 0 (e.g. 30 for mobile traces)")
+    parser.add_argument("--duration", type=positive_float, default=None,
+                        help="seconds to run, > 0 (default: one pass of the longest trace)")
+    parser.add_argument("--seed", type=nonnegative_int, default=None,
+                        help="run seed, >= 0 (recorded)")
+    parser.add_argument("--out", type=writable_out_dir, default=None,
                         help="output folder (default runs/<trace>-<policy>/)")
+    add_debug_option(parser)
     return parser
 
 
@@ -66,7 +83,85 @@ def run_config(args: argparse.Namespace) -> Config:
         config = config.replace(**changes)
     if not args.trace.is_file():
         raise TraceError(f"trace {args.trace} does not exist")
+    for k, link in enumerate(config.links):
+        if link.trace and not Path(link.trace).is_file():
+            raise TraceError(f"{args.config}: links[{k}].trace: no such file {link.trace}")
     return config
+
+
+class UserPolicyError(ValueError):
+    """The user's policy class failed; the message names it and what failed."""
+
+
+def check_user_policy(config: Config) -> None:
+    """Import and build a user's ``module:Class`` policy once, before the run, so that a module
+    or constructor that raises is a one-line `UserPolicyError` now, not a traceback later."""
+    name = config.policy.name
+    if not USER_CLASS.fullmatch(name):
+        return
+    module = name.partition(":")[0]
+    try:
+        importlib.import_module(module)
+    except Exception as error:
+        raise UserPolicyError(
+            f"policy {name!r}: importing {module} raised {_kind(error)}"
+        ) from error
+    try:
+        make_policy(name, **config.policy.params)
+    except ValueError:
+        raise
+    except Exception as error:
+        raise UserPolicyError(f"policy {name!r}: its constructor raised {_kind(error)}") from error
+
+
+def refusal(error: Exception, config: Config) -> ValueError | None:
+    """What to tell the user about an error raised by a run: a `UserPolicyError` naming the
+    policy, link, window and time if the policy's decision failed; a refused input (any
+    `ValueError`) as it is; None for anything else, a bug whose traceback should show."""
+    decision = _failed_decision(error)
+    if decision is not None:
+        link, window, now = decision
+        failed = UserPolicyError(
+            f"policy {config.policy.name!r} failed on link {link}, window {window} "
+            f"(t = {now:.3f} s): {_kind(_chain(error)[-1])}"
+        )
+        failed.__cause__ = error
+        return failed
+    return error if isinstance(error, ValueError) else None
+
+
+def refuse(prog: str, error: ValueError, args: argparse.Namespace) -> int:
+    """One line for `error` (with the traceback first under --debug if the user's policy
+    failed); the exit status, 2."""
+    user_error = error if isinstance(error, UserPolicyError) else None
+    return fail(prog, str(error), user_error=user_error, debug=debugging(args))
+
+
+def _failed_decision(error: BaseException) -> tuple[int, int, float] | None:
+    """(link, window, time) of the policy decision `error` was raised in, if it was: read from
+    the sender's frame in its traceback or its cause's (SimPy re-raises a process's error as a
+    copy caused by it), as the sender does not say."""
+    for cause in _chain(error):
+        tb = cause.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            sender = frame.f_locals.get("self")
+            if frame.f_code.co_name == "_decide" and isinstance(sender, LinkSender):
+                return sender.index, sender.window_index + 1, frame.f_locals["now"]
+            tb = tb.tb_next
+    return None
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """`error` and the exceptions that caused it, outermost first."""
+    chain = [error]
+    while chain[-1].__cause__ is not None and chain[-1].__cause__ not in chain:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
+def _kind(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def default_out(args: argparse.Namespace, config: Config, suffix: str = "") -> Path:
@@ -110,19 +205,21 @@ def option_overrides(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the simulation; bad input ends it with one line on stderr and `SystemExit(2)`."""
     args = parse_args(argv)
-
-    def fail(message: str) -> None:
-        print(f"sim.run: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
     try:
         config = run_config(args)
+        out = check_out_dir(default_out(args, config))
+        check_user_policy(config)
+    except ValueError as error:
+        raise SystemExit(refuse(PROG, error, args)) from None
+    try:
         with tqdm(total=100, desc="simulating", unit="%", leave=False) as bar:
             result = simulate(config, args.trace, on_progress=lambda _now: bar.update(1))
-    except (ConfigError, TraceError, ValueError) as error:
-        fail(str(error))
-    out = default_out(args, config)
+    except Exception as error:
+        if (refused := refusal(error, config)) is None:
+            raise
+        raise SystemExit(refuse(PROG, refused, args)) from None
     summary = result.write(out)
     print_summary(summary, result.cuts, out)
     return 0
