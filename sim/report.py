@@ -12,18 +12,17 @@ cross-check.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import fnmatch
 import json
 import sys
-import tomllib
 from collections.abc import Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from quantpipe_core.cli import ArgumentParser, fail, writable_out_dir
 from quantpipe_core.config import (
     CLIP_METHODS,
     SIM_ONLY_POLICIES,
@@ -31,6 +30,7 @@ from quantpipe_core.config import (
     ConfigError,
     did_you_mean,
     load_config,
+    read_toml,
 )
 from sim.compare import (
     DEFAULT_POLICIES,
@@ -119,7 +119,10 @@ def read_spec(path: Path, shared: Path | None) -> Spec:
     """The spec at `path`. Trace folders may start with ``{shared}`` (the ``--shared`` folder);
     other relative paths start at the spec's folder. Unknown keys are refused, so that a typo
     cannot silently leave a default in place."""
-    data = tomllib.loads(path.read_text())
+    try:
+        data = read_toml(path)
+    except ConfigError as error:
+        raise SpecError(str(error)) from None
     base = path.resolve().parent
     _known(path, "top level", data, TOP_KEYS)
 
@@ -146,6 +149,8 @@ def read_spec(path: Path, shared: Path | None) -> Spec:
             raise SpecError(f"{path}: pipeline {entry['name']}: {error}") from None
         pipelines.append(Pipeline(entry["name"], entry.get("title", entry["name"]), config,
                                   scales))
+    if not pipelines:
+        raise SpecError(f"{path}: no [[pipelines]]: a report needs at least one")
     spec = Spec(path, _strings(path, data, "policies", DEFAULT_POLICIES),
                 _strings(path, data, "train", ()), folders, pipelines,
                 _tables(path, data, "clipping"), _tables(path, data, "crosscheck"))
@@ -203,7 +208,17 @@ def pipeline(spec: Spec, name: str) -> Pipeline:
     for entry in spec.pipelines:
         if entry.name == name:
             return entry
-    raise SpecError(f"{spec.path}: no pipeline named {name!r}")
+    names = [entry.name for entry in spec.pipelines]
+    raise SpecError(f"{spec.path}: no pipeline named {name!r}{did_you_mean(name, names)} "
+                    f"(known: {', '.join(names)})")
+
+
+def check_only(spec: Spec, name: str) -> None:
+    """``--only NAME`` names a pipeline of the spec, or a `SpecError` says which exist."""
+    try:
+        pipeline(spec, name)
+    except SpecError as error:
+        raise SpecError(f"--only: {error}") from None
 
 
 def scaled(config: Config, scale: float) -> Config:
@@ -453,7 +468,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m sim.report",
         description="Simulate every pipeline, trace and policy of a report spec and write the "
         "policy-comparison pages (Markdown and plots).",
@@ -464,19 +479,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--emulated", type=Path, default=None,
                         help="folder of emulation.run results for the cross-check cases "
                         "(default: leave them as commands)")
-    parser.add_argument("--out", type=Path, default=Path("docs/reports"),
+    parser.add_argument("--out", type=writable_out_dir, default="docs/reports",
                         help="where the pages go (default docs/reports)")
-    parser.add_argument("--runs", type=Path, default=Path("runs/report"),
+    parser.add_argument("--runs", type=writable_out_dir, default="runs/report",
                         help="where each run's files go (default runs/report)")
     add_engine_options(parser, jobs=2)
     parser.add_argument("--only", default=None, help="run only this pipeline (for a quick look)")
     args = parser.parse_args(argv)
     try:
         spec = read_spec(args.spec, args.shared)
+        if args.only is not None:
+            check_only(spec, args.only)
         engine = open_engine(args.backend, args.address, args.jobs)
-    except (OSError, tomllib.TOMLDecodeError, SpecError, EngineError) as error:
-        print(f"sim.report: {error}", file=sys.stderr)
-        return 2
+    except (OSError, SpecError, EngineError) as error:
+        return fail("sim.report", str(error))
     command = "python -m sim.report " + " ".join(sys.argv[1:] if argv is None else argv)
     results = {}
     try:

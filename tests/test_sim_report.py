@@ -292,3 +292,53 @@ def test_a_refused_spec_stops_the_command_before_anything_runs(spec):
     assert done.returncode == 2 and done.stderr.startswith("sim.report: ")
     assert "did you mean 'policies'" in done.stderr
     assert "Traceback" not in done.stderr and not (spec.parent / "pages").exists()
+
+
+def report_refuses(argv: list[str], capsys) -> str:
+    """The one line `sim.report` printed on refusing `argv` with exit status 2."""
+    from sim.report import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "\n" not in err.strip(), err
+    return err.strip()
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x87\xff binary \x00", "not valid TOML: 'utf-8' codec can't decode"),
+    (b"", "no [[pipelines]]: a report needs at least one"),
+])
+def test_a_binary_or_empty_spec_is_named_in_one_line(tmp_path, capsys, content, message):
+    spec = tmp_path / "report.toml"
+    spec.write_bytes(content)
+    line = report_refuses([str(spec), "--out", str(tmp_path / "pages")], capsys)
+    assert line.startswith(f"sim.report: {spec}: ") and message in line
+    assert not (tmp_path / "pages").exists()
+
+
+def test_only_a_pipeline_of_the_spec(spec, capsys):
+    line = report_refuses([str(spec), "--shared", str(spec.parent / "shared"), "--only", "digit",
+                           "--out", str(spec.parent / "pages")], capsys)
+    assert line == (f"sim.report: --only: {spec}: no pipeline named 'digit'; did you mean "
+                    "'digits'? (known: digits, three)")
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1"])
+def test_jobs_must_be_at_least_one(spec, capsys, jobs):
+    line = report_refuses([str(spec), "--shared", str(spec.parent / "shared"), "--jobs", jobs,
+                           "--out", str(spec.parent / "pages")], capsys)
+    assert line == "sim.report: --jobs must be at least 1"
+
+
+@pytest.mark.parametrize("option", ["--out", "--runs"])
+def test_an_out_or_runs_folder_that_is_a_file_is_refused_before_any_run(spec, capsys, option):
+    from sim.report import main
+
+    taken = spec.parent / "taken"
+    taken.write_text("a file\n")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(spec), "--shared", str(spec.parent / "shared"),
+              "--out", str(spec.parent / "pages"), option, str(taken)])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "\n" not in err.strip()
+    assert f"argument {option}: {taken} exists and is not a folder" in err
