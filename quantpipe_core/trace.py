@@ -19,8 +19,9 @@ at the moment a transfer starts. See docs/traces.md.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
+import re
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,6 +35,11 @@ PACKET_BITS = 1500 * 8  # one Mahimahi delivery opportunity
 MAHIMAHI_HOLD_S = 1.0  # after a Mahimahi trace's end, "hold" keeps the mean of its last second
 DEFAULT_FLOOR_MBPS = 0.01
 ECHO_CHARS = 80  # of bad input quoted in an error message
+# Budget of an allocation proportional to an option (bins, steps, milliseconds), checked before
+# it is made: a few bytes of input (bin_s = 1e-9, a Mahimahi stamp of 3e9) must not ask for TiBs.
+MAX_ELEMENTS = 50_000_000
+BYTES_PER_ELEMENT = 40  # the few float64 arrays such a computation holds per element
+LINE_BREAK = re.compile("\r\n|[\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # str.splitlines'
 
 End = Literal["loop", "hold"]
 
@@ -42,29 +48,29 @@ class TraceError(ValueError):
     """A trace file or trace option that cannot be used; the message says where and why."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Trace:
     """Link capacity: ``mbps[i]`` from ``starts_s[i]`` until the next start (or ``duration_s``).
 
     After ``duration_s`` the trace repeats (``end="loop"``) or keeps ``hold_mbps`` forever
     (``end="hold"``). Build one with `Trace.from_segments` or `load_trace`, which also apply
-    scale, binning and the floor.
+    scale, binning and the floor. ``starts_s`` and ``mbps`` are read-only float64 arrays: a trace
+    of millions of segments is held in 24 bytes per segment, not in Python floats.
     """
 
-    starts_s: tuple[float, ...]
-    mbps: tuple[float, ...]
+    starts_s: np.ndarray
+    mbps: np.ndarray
     duration_s: float
     hold_mbps: float
     end: End = "loop"
-    name: str = field(default="", compare=False)
-    # lookup tables for the O(log n) queries (Python lists: bisect on them beats numpy per call)
-    _times: list[float] = field(init=False, repr=False, compare=False)  # starts, then duration
-    _cum: list[float] = field(init=False, repr=False, compare=False)  # bits delivered by _times
-    _bps: list[float] = field(init=False, repr=False, compare=False)
+    name: str = ""
+    # lookup tables for the O(log n) queries
+    _times: np.ndarray = field(init=False, repr=False)  # starts, then duration
+    _cum: np.ndarray = field(init=False, repr=False)  # bits delivered by _times
 
     def __post_init__(self) -> None:
         starts = np.asarray(self.starts_s, dtype=float)
-        rates = np.asarray(self.mbps, dtype=float)
+        rates = np.array(self.mbps, dtype=float)
         _check_segments(starts, rates, self.duration_s, self.hold_mbps)
         _check_end(self.end)
         if self.end == "hold" and self.hold_mbps == 0:
@@ -76,14 +82,20 @@ class Trace:
         cum = _cumulative_bits(times, rates)
         if cum[-1] <= 0:
             raise TraceError("every rate is 0: the trace has no capacity at all")
+        if not np.isfinite(cum[-1]) or not math.isfinite(self.hold_mbps * 1e6):
+            raise TraceError(
+                f"the capacity overflows a float: rates up to {rates.max():.3g} Mbit/s over "
+                f"{self.duration_s:g} s (hold {self.hold_mbps:.3g} Mbit/s)"
+            )
+        for table in (times, rates, cum):
+            table.flags.writeable = False
         set_ = object.__setattr__
-        set_(self, "starts_s", tuple(starts.tolist()))
-        set_(self, "mbps", tuple(rates.tolist()))
+        set_(self, "starts_s", times[:-1])
+        set_(self, "mbps", rates)
         set_(self, "duration_s", float(self.duration_s))
         set_(self, "hold_mbps", float(self.hold_mbps))
-        set_(self, "_times", times.tolist())
-        set_(self, "_cum", cum.tolist())
-        set_(self, "_bps", (rates * 1e6).tolist())
+        set_(self, "_times", times)
+        set_(self, "_cum", cum)
 
     @classmethod
     def from_segments(
@@ -116,8 +128,21 @@ class Trace:
         if bin_s is not None:
             starts, rates = _merge(*_bin(starts, rates, duration_s, bin_s))
         rates, hold = np.maximum(rates, floor_mbps), max(hold, floor_mbps)
+        _check_overflow(rates, hold, duration_s, scale, floor_mbps)
         starts, rates = _merge(starts, rates)
-        return cls(tuple(starts.tolist()), tuple(rates.tolist()), duration_s, hold, end, name)
+        return cls(starts, rates, duration_s, hold, end, name)
+
+    def __eq__(self, other: object) -> bool:
+        """The same capacity function (names aside): equal segments, duration, hold and end."""
+        if not isinstance(other, Trace):
+            return NotImplemented
+        return ((self.duration_s, self.hold_mbps, self.end)
+                == (other.duration_s, other.hold_mbps, other.end)
+                and np.array_equal(self.starts_s, other.starts_s)
+                and np.array_equal(self.mbps, other.mbps))
+
+    def __hash__(self) -> int:
+        return hash((self.duration_s, self.hold_mbps, self.end, self.mbps.size))
 
     def __repr__(self) -> str:
         return (
@@ -127,7 +152,7 @@ class Trace:
 
     def segments(self) -> list[tuple[float, float]]:
         """``(start_s, mbps)`` for each piece of one period, in order: what a replayer sets."""
-        return list(zip(self.starts_s, self.mbps, strict=True))
+        return list(zip(self.starts_s.tolist(), self.mbps.tolist(), strict=True))
 
     def rate_mbps(self, t: float) -> float:
         """The capacity at time ``t`` (a rate holds from its start, inclusive)."""
@@ -136,12 +161,12 @@ class Trace:
             if self.end == "hold":
                 return self.hold_mbps
             t = math.fmod(t, self.duration_s)
-        return self.mbps[bisect_right(self._times, t) - 1]
+        return float(self.mbps[self._segment(t)])
 
     def delivered_bits(self, t0: float, t1: float) -> float:
         """Bits the link can deliver between ``t0`` and ``t1``: the integral of capacity."""
         _check_interval(t0, t1)
-        return self._bits_by(t1) - self._bits_by(t0)
+        return float(self._bits_by(t1) - self._bits_by(t0))
 
     def mean_mbps(self, t0: float = 0.0, t1: float | None = None) -> float:
         """Mean capacity over ``[t0, t1)`` (default: one period), exact."""
@@ -159,7 +184,7 @@ class Trace:
             raise ValueError(f"finish_time needs start_s >= 0 and bits >= 0, got {start_s}, {bits}")
         if bits == 0:
             return start_s
-        duration, period_bits = self.duration_s, self._cum[-1]
+        duration, period_bits = self.duration_s, float(self._cum[-1])
         if self.end == "hold":
             if start_s >= duration:
                 return start_s + bits / (self.hold_mbps * 1e6)
@@ -180,8 +205,7 @@ class Trace:
         bits = np.broadcast_to(np.asarray(bits, dtype=float), starts.shape)
         if not (np.all(starts >= 0) and np.all(np.isfinite(starts)) and np.all(bits >= 0)):
             raise ValueError("finish_times needs finite starts_s >= 0 and bits >= 0")
-        times, cum = np.asarray(self._times), np.asarray(self._cum)
-        bps = np.asarray(self._bps)
+        times, cum, bps = self._times, self._cum, self.mbps * 1e6
         duration, period_bits = self.duration_s, cum[-1]
 
         def bits_within(t: np.ndarray) -> np.ndarray:
@@ -215,30 +239,36 @@ class Trace:
     def bin_means(self, bin_s: float) -> np.ndarray:
         """Mean capacity (Mbit/s) of each ``bin_s`` bin of one period; the last may be shorter."""
         _check_bin(bin_s)
-        return _bin(np.asarray(self.starts_s), np.asarray(self.mbps), self.duration_s, bin_s)[1]
+        return _bin(self.starts_s, self.mbps, self.duration_s, bin_s)[1]
 
     def _bits_by(self, t: float) -> float:
         """Bits deliverable in ``[0, t)``."""
+        period_bits = float(self._cum[-1])
         if t < self.duration_s:
             return self._bits_within(t)
         if self.end == "hold":
-            return self._cum[-1] + (t - self.duration_s) * self.hold_mbps * 1e6
+            return period_bits + (t - self.duration_s) * self.hold_mbps * 1e6
         loops, offset = divmod(t, self.duration_s)
-        return loops * self._cum[-1] + self._bits_within(offset)
+        return loops * period_bits + self._bits_within(offset)
+
+    def _segment(self, t: float) -> int:
+        """The segment holding time ``t`` of one period (the last one from its start on)."""
+        return min(int(self._times.searchsorted(t, side="right")), len(self.mbps)) - 1
 
     def _bits_within(self, t: float) -> float:
         """Bits deliverable in ``[0, t)`` for ``0 <= t <= duration_s``."""
-        i = min(bisect_right(self._times, t), len(self._bps)) - 1
-        return self._cum[i] + (t - self._times[i]) * self._bps[i]
+        i = self._segment(t)
+        return float(self._cum[i]) + (t - float(self._times[i])) * (float(self.mbps[i]) * 1e6)
 
     def _time_within(self, bits: float) -> float:
         """Earliest time in one period by which ``bits`` (clamped to [0, P]) are delivered."""
         cum = self._cum
-        bits = min(max(bits, 0.0), cum[-1])
-        j = bisect_left(cum, bits)
+        bits = min(max(bits, 0.0), float(cum[-1]))
+        j = int(cum.searchsorted(bits, side="left"))
         if cum[j] == bits:
-            return self._times[j]
-        return self._times[j - 1] + (bits - cum[j - 1]) / self._bps[j - 1]
+            return float(self._times[j])
+        return float(self._times[j - 1]) + (bits - float(cum[j - 1])) / (
+            float(self.mbps[j - 1]) * 1e6)
 
 
 def load_trace(
@@ -253,13 +283,13 @@ def load_trace(
     """Read a trace file (format detected unless given), then scale, bin and floor it."""
     _check_options(scale, bin_s, end, floor_mbps)
     path = Path(path)
-    lines = path.read_text().splitlines()
-    if not _numbered(lines):
-        raise TraceError(f"{path}: empty file")
-    fmt = format or detect_format(lines, str(path))
+    text = _read_text(path)
+    fmt = format or detect_format(_lines(text), str(path))
     if fmt not in FORMATS:
-        raise TraceError(f"{path}: unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    starts, rates, duration, hold = _PARSERS[fmt](lines, str(path))
+        raise TraceError(f"{path}: unknown format {echo(fmt)}; choose from {', '.join(FORMATS)}")
+    if next(_numbered(_lines(text)), None) is None:
+        raise TraceError(f"{path}: empty file")
+    starts, rates, duration, hold = _PARSERS[fmt](_lines(text), str(path))
     try:
         return Trace.from_segments(
             starts, rates, duration, hold_mbps=hold, end=end, scale=scale, bin_s=bin_s,
@@ -269,68 +299,96 @@ def load_trace(
         raise TraceError(f"{path}: {error}") from None
 
 
-def detect_format(lines: Sequence[str], name: str = "trace") -> str:
+def detect_format(lines: Iterable[str], name: str = "trace") -> str:
     """The format of a trace from its first non-blank line (see the module docstring)."""
-    numbered = _numbered(lines)
-    if not numbered:
+    first_line = next(_numbered(lines), None)
+    if first_line is None:
         raise TraceError(f"{name}: empty file")
-    number, first = numbered[0]
+    number, first = first_line
     fields = first.split()
     if first.replace(" ", "") == CSV_HEADER:
         return "csv"
-    if len(fields) == 1 and fields[0].isdigit():
+    if len(fields) == 1 and _is_millisecond(fields[0]):
         return "mahimahi"
     if len(fields) == 2 and all(_is_float(f) for f in fields):
         return "mbps-log"
     raise TraceError(
         f"{name}, line {number}: unknown format: expected a '{CSV_HEADER}' header (csv), one "
         f"integer millisecond per line (mahimahi) or two numbers per line (mbps-log), "
-        f"got {first!r}"
+        f"got {echo(first)}"
     )
+
+
+def file_format(path: str | Path) -> str:
+    """The format of the trace file at `path` (`detect_format` on its first non-blank line)."""
+    return detect_format(_lines(_read_text(Path(path))), str(path))
 
 
 def write_trace(trace: Trace, path: str | Path, format: str) -> None:
     """Write ``trace`` in ``format``; csv and mbps-log are exact, mahimahi rounds to packets."""
     if format not in FORMATS:
-        raise TraceError(f"unknown format {format!r}; choose from {', '.join(FORMATS)}")
+        raise TraceError(f"unknown format {echo(format)}; choose from {', '.join(FORMATS)}")
     Path(path).write_text(_WRITERS[format](trace))
 
 
 # ---- reading ---------------------------------------------------------------------------------
 
 Parsed = tuple[np.ndarray, np.ndarray, float, float]  # starts, rates, duration, hold rate
+MAX_STAMP_DIGITS = 15  # a Mahimahi millisecond beyond 1e15 (31,000 years) is not a trace
 
 
-def _parse_csv(lines: Sequence[str], name: str) -> Parsed:
+def _read_text(path: Path) -> str:
+    """The file's text; a file that is not UTF-8 is refused naming it and the line."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise TraceError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} at offset "
+            f"{error.start}): a trace is a text file"
+        ) from None
+
+
+def _lines(text: str) -> Iterator[str]:
+    """``text.splitlines()``, one line at a time: a 50 MB trace is not copied into a list."""
+    start = 0
+    for match in LINE_BREAK.finditer(text):
+        yield text[start : match.start()]
+        start = match.end()
+    if start < len(text):
+        yield text[start:]
+
+
+def _parse_csv(lines: Iterable[str], name: str) -> Parsed:
     """Each row's rate holds from its time to the next row's; the last row ends the trace."""
     numbered = _numbered(lines)
-    if numbered[0][1].replace(" ", "") != CSV_HEADER:
-        raise TraceError(f"{name}, line {numbered[0][0]}: expected the header {CSV_HEADER!r}")
-    rows = [(n, _fields(line.split(","), 2, n, name)) for n, line in numbered[1:]]
-    times, rates = _read_rows(rows, name)
+    number, header = next(numbered)
+    if header.replace(" ", "") != CSV_HEADER:
+        raise TraceError(f"{name}, line {number}: expected the header {CSV_HEADER!r}")
+    rows = ((n, _fields(line.split(","), 2, n, name)) for n, line in numbered)
+    times, rates, first = _read_rows(rows, name)
     if times[0] != 0:
-        first = f"the first row must be at time 0, got {times[0]}"
-        raise TraceError(f"{name}, line {rows[0][0]}: {first}")
+        raise TraceError(f"{name}, line {first}: the first row must be at time 0, got {times[0]}")
     return times[:-1], rates[:-1], float(times[-1]), float(rates[-1])
 
 
-def _parse_mbps_log(lines: Sequence[str], name: str) -> Parsed:
+def _parse_mbps_log(lines: Iterable[str], name: str) -> Parsed:
     """Each row's rate was measured over the interval that ends at its time (as ABR simulators
     read these logs), so the first row's rate lies before the trace; times start at 0."""
-    rows = [(n, _fields(line.split(), 2, n, name)) for n, line in _numbered(lines)]
-    times, rates = _read_rows(rows, name)
+    rows = ((n, _fields(line.split(), 2, n, name)) for n, line in _numbered(lines))
+    times, rates, _ = _read_rows(rows, name)
     times -= times[0]
     return times[:-1], rates[1:], float(times[-1]), float(rates[-1])
 
 
-def _read_rows(rows: list[tuple[int, list[str]]], name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Times and rates of (time, rate) rows: numbers, not negative, times increasing."""
-    if len(rows) < 2:
-        raise TraceError(
-            f"{name}: needs at least two rows (the last row's time ends the trace), "
-            f"got {len(rows)}"
-        )
-    times, rates = [], []
+def _read_rows(
+    rows: Iterable[tuple[int, list[str]]], name: str
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Times and rates of (time, rate) rows: numbers, not negative, times increasing; and the
+    first row's line number. Held as packed doubles while reading, never Python lists."""
+    times, rates = array("d"), array("d")
+    first = 0
     for number, (time_text, rate_text) in rows:
         time = _number(time_text, "time", number, name)
         rate = _number(rate_text, "rate", number, name)
@@ -345,45 +403,70 @@ def _read_rows(rows: list[tuple[int, list[str]]], name: str) -> tuple[np.ndarray
             )
         times.append(time)
         rates.append(rate)
-    return np.asarray(times), np.asarray(rates)
+        first = first or number
+    if len(times) < 2:
+        raise TraceError(
+            f"{name}: needs at least two rows (the last row's time ends the trace), "
+            f"got {len(times)}"
+        )
+    return np.frombuffer(times, dtype=float), np.frombuffer(rates, dtype=float), first
 
 
-def _parse_mahimahi(lines: Sequence[str], name: str) -> Parsed:
-    """Packets at millisecond m are delivered at a constant rate during (m-1, m]; exact at 1 ms."""
-    numbered = _numbered(lines)
-    stamps = np.empty(len(numbered), dtype=np.int64)
+def _parse_mahimahi(lines: Iterable[str], name: str) -> Parsed:
+    """Packets at millisecond m are delivered at a constant rate during (m-1, m]; exact at 1 ms.
+
+    Only the milliseconds that have packets are held (and the gaps between them as segments
+    of rate 0), so a three-line file ending at 3,000,000,000 ms makes a few segments."""
+    stamps = array("q")
     previous = 0
-    for i, (number, line) in enumerate(numbered):
+    for number, line in _numbered(lines):
         text = line.strip()
-        if not text.isdigit():
+        if not _is_millisecond(text):
             raise TraceError(
-                f"{name}, line {number}: expected a non-negative integer millisecond, got {text!r}"
+                f"{name}, line {number}: expected a non-negative integer millisecond, "
+                f"got {echo(text)}"
             )
+        if len(text) > MAX_STAMP_DIGITS:
+            raise TraceError(f"{name}, line {number}: timestamp {echo(text)} ms is too large")
         stamp = int(text)
         if stamp < previous:
             raise TraceError(
                 f"{name}, line {number}: timestamp {stamp} is before the previous {previous} "
                 "(timestamps must not decrease)"
             )
-        stamps[i] = previous = stamp
-    period_ms = int(stamps[-1])
+        stamps.append(stamp)
+        previous = stamp
+    period_ms = previous
     if period_ms == 0:
         raise TraceError(f"{name}: the last timestamp (the duration) is 0 ms")
+    stamped = np.frombuffer(stamps, dtype=np.int64).copy()
     # Mahimahi repeats the file every period: a packet at 0 is the one at the period's end
-    stamps[stamps == 0] = period_ms
-    packets = np.bincount(stamps, minlength=period_ms + 1)[1:]
+    stamped[stamped == 0] = period_ms
+    ms, packets = np.unique(stamped, return_counts=True)
     rates = packets * (PACKET_BITS / 1e3)  # packets per ms -> Mbit/s
+    idle = ms[:-1][ms[:-1] + 1 < ms[1:]]  # a millisecond with packets, then one without
+    lead = [0] if ms[0] > 1 else []
+    starts_ms = np.concatenate([lead, ms - 1, idle]).astype(np.int64)
+    segment_rates = np.concatenate([np.zeros(len(lead)), rates, np.zeros(idle.size)])
+    order = np.argsort(starts_ms, kind="stable")
     tail_ms = max(1, min(period_ms, round(MAHIMAHI_HOLD_S * 1e3)))
-    hold = float(rates[-tail_ms:].mean())
-    return np.arange(period_ms) / 1e3, rates, period_ms / 1e3, hold
+    tail = np.zeros(tail_ms)  # the last tail_ms milliseconds' rates, as a dense array
+    late = ms > period_ms - tail_ms
+    tail[ms[late] - (period_ms - tail_ms) - 1] = rates[late]
+    return starts_ms[order] / 1e3, segment_rates[order], period_ms / 1e3, float(tail.mean())
 
 
 _PARSERS = {"csv": _parse_csv, "mahimahi": _parse_mahimahi, "mbps-log": _parse_mbps_log}
 
 
-def _numbered(lines: Sequence[str]) -> list[tuple[int, str]]:
+def _numbered(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
     """Non-blank lines with their 1-based line numbers."""
-    return [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    return ((n, line) for n, line in enumerate(lines, start=1) if line.strip())
+
+
+def _is_millisecond(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also takes '٣' and '³'."""
+    return text.isascii() and text.isdigit()
 
 
 def _fields(parts: list[str], count: int, number: int, name: str) -> list[str]:
@@ -398,11 +481,13 @@ def _fields(parts: list[str], count: int, number: int, name: str) -> list[str]:
 
 def _number(text: str, what: str, number: int, name: str) -> float:
     try:
+        if not text.isascii():
+            raise ValueError(text)
         value = float(text)
     except ValueError:
-        raise TraceError(f"{name}, line {number}: {what} {text!r} is not a number") from None
+        raise TraceError(f"{name}, line {number}: {what} {echo(text)} is not a number") from None
     if not math.isfinite(value):
-        raise TraceError(f"{name}, line {number}: {what} {text!r} is not a finite number")
+        raise TraceError(f"{name}, line {number}: {what} {echo(text)} is not a finite number")
     return value
 
 
@@ -432,13 +517,16 @@ def _write_csv(trace: Trace) -> str:
 
 def _write_mbps_log(trace: Trace) -> str:
     """A row at 0, then each segment's rate at its end time (the format has no hold rate)."""
-    ends = [*trace.starts_s[1:], trace.duration_s]
-    rows = [(0.0, trace.mbps[0]), *zip(ends, trace.mbps, strict=True)]
+    ends = [*trace.starts_s[1:].tolist(), trace.duration_s]
+    rates = trace.mbps.tolist()
+    rows = [(0.0, rates[0]), *zip(ends, rates, strict=True)]
     return "".join(f"{t!r}\t{r!r}\n" for t, r in rows)
 
 
 def _write_mahimahi(trace: Trace) -> str:
     """One line per packet; per-ms counts follow the rounded cumulative capacity (no drift)."""
+    check_size(trace.duration_s * 1e3, f"a {trace.duration_s:g} s trace in 1 ms Mahimahi steps",
+               "write a shorter trace, or another format")
     period_ms = round(trace.duration_s * 1e3)
     if period_ms < 1:
         raise TraceError(f"a Mahimahi trace needs at least 1 ms, got {trace.duration_s} s")
@@ -447,6 +535,8 @@ def _write_mahimahi(trace: Trace) -> str:
     packets = np.diff(np.round(cum / PACKET_BITS).astype(np.int64), prepend=0)
     if packets.sum() == 0:
         raise TraceError("the trace delivers less than half a packet: nothing to write as Mahimahi")
+    check_size(float(packets.sum()), "a Mahimahi file of one line per packet",
+               "write a shorter or slower trace, or another format")
     if packets[-1] == 0:  # the last timestamp is Mahimahi's period: move the last packet there
         packets[np.flatnonzero(packets)[-1]] -= 1
         packets[-1] = 1
@@ -479,7 +569,10 @@ def _bin(
     Bin edges are rounded to the nanosecond so that written files show ``0.3``, not
     ``0.30000000000000004``. Total bits are kept exactly (up to float rounding).
     """
-    count = max(1, math.ceil(duration_s / bin_s - 1e-6))
+    steps = duration_s / bin_s - 1e-6
+    check_size(steps, f"bin_s = {bin_s:g} over {duration_s:g} s",
+               f"use bin_s >= {duration_s / MAX_ELEMENTS:.3g}")
+    count = max(1, math.ceil(steps))
     edges = np.append(np.round(np.arange(count) * bin_s, 9), duration_s)
     times = np.append(starts, duration_s)
     cum = np.interp(edges, times, _cumulative_bits(times, rates))
@@ -487,6 +580,38 @@ def _bin(
 
 
 # ---- checks ----------------------------------------------------------------------------------
+
+
+def check_size(count: float, what: str, fix: str) -> None:
+    """Refuse an array of `count` elements before it is made when above `MAX_ELEMENTS`,
+    saying what asked for it, the memory it would take, and `fix`."""
+    if not count <= MAX_ELEMENTS:
+        raise TraceError(
+            f"{what} makes {count:.3g} steps (~{size_text(count * BYTES_PER_ELEMENT)} of "
+            f"memory), above the budget of {MAX_ELEMENTS:.3g}: {fix}"
+        )
+
+
+def size_text(nbytes: float) -> str:
+    """Bytes for a reader: ``1.3 TiB``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+    power = 0
+    while nbytes >= 1024 and power < len(units) - 1:
+        nbytes /= 1024
+        power += 1
+    return f"{nbytes:.3g} {units[power]}"
+
+
+def _check_overflow(
+    rates: np.ndarray, hold: float, duration_s: float, scale: float, floor_mbps: float
+) -> None:
+    """Refuse rates whose bits over the trace do not fit a float (``floor_mbps = 1e308``)."""
+    top = max(float(rates.max()), hold)
+    if not math.isfinite(top * 1e6 * duration_s):
+        raise TraceError(
+            f"rates up to {top:.3g} Mbit/s (after scale = {scale:g}, floor_mbps = "
+            f"{floor_mbps:g}) over {duration_s:g} s: their bits overflow a float"
+        )
 
 
 def _check_options(scale: float, bin_s: float | None, end: str, floor_mbps: float) -> None:

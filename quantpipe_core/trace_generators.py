@@ -14,7 +14,7 @@ import numpy as np
 from scipy.signal import lfilter
 from scipy.special import ndtr, ndtri
 
-from quantpipe_core.trace import Trace
+from quantpipe_core.trace import Trace, check_size
 
 RATE_DECIMALS = 3  # 1 kbit/s
 
@@ -101,6 +101,8 @@ def on_off(
     _check_rates(high=high_mbps)
     if not 0 < off_s < period_s:
         raise ValueError(f"need 0 < off_s < period_s, got off_s={off_s}, period_s={period_s}")
+    check_size(duration_s / period_s, f"period_s = {period_s:g} over duration_s = {duration_s:g}",
+               "use a longer period_s or a shorter duration_s")
     periods = np.arange(0.0, duration_s, period_s)
     starts = _grid(duration_s, step_s, [*periods, *(periods + period_s - off_s)])
     phase = starts - np.floor(starts / period_s + 1e-9) * period_s
@@ -120,6 +122,8 @@ def like(
     """
     duration_s = trace.duration_s if duration_s is None else duration_s
     _check_timing(duration_s, step_s)
+    check_size(trace.duration_s / step_s, f"step_s = {step_s:g} over the real trace's "
+               f"{trace.duration_s:g} s", "use a larger step_s")
     real = trace.bin_means(step_s)[: int(trace.duration_s / step_s + 1e-6)]
     if real.size < 3:
         raise ValueError(
@@ -157,6 +161,8 @@ def _check_timing(duration_s: float, step_s: float) -> None:
         raise ValueError(f"duration_s must be a positive number of seconds, got {duration_s}")
     if not (0 < step_s <= duration_s):
         raise ValueError(f"step_s must be within (0, duration_s={duration_s}], got {step_s}")
+    check_size(duration_s / step_s, f"step_s = {step_s:g} over duration_s = {duration_s:g}",
+               "use a larger step_s or a shorter duration_s")
 
 
 def _check_rates(**rates: float) -> None:

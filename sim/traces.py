@@ -21,8 +21,9 @@ from quantpipe_core import trace_generators as generators
 from quantpipe_core.trace import (
     DEFAULT_FLOOR_MBPS,
     FORMATS,
+    MAX_ELEMENTS,
     Trace,
-    detect_format,
+    file_format,
     load_trace,
     write_trace,
 )
@@ -73,8 +74,8 @@ HELP = {
 
 def describe(trace: Trace, floor_mbps: float) -> dict[str, float]:
     """The numbers `info` prints: time-weighted rate statistics, outage share, persistence."""
-    rates = np.asarray(trace.mbps)
-    widths = np.diff([*trace.starts_s, trace.duration_s])
+    rates = trace.mbps
+    widths = np.diff(np.append(trace.starts_s, trace.duration_s))
     order = np.argsort(rates, kind="stable")
     share = np.cumsum(widths[order]) / trace.duration_s
 
@@ -91,6 +92,8 @@ def describe(trace: Trace, floor_mbps: float) -> dict[str, float]:
         "max_mbps": float(rates.max()),
         "at_floor": float(widths[rates <= floor_mbps].sum() / trace.duration_s),
     }
+    if trace.duration_s > MAX_ELEMENTS:  # too many seconds to bin: no persistence figure
+        return stats
     seconds = trace.bin_means(1.0)[: int(trace.duration_s)]
     if seconds.size >= 3 and seconds.std() > 0:
         stats["lag1_autocorr_1s"] = float(np.corrcoef(seconds[:-1], seconds[1:])[0, 1])
@@ -100,7 +103,7 @@ def describe(trace: Trace, floor_mbps: float) -> dict[str, float]:
 def info(args: argparse.Namespace) -> None:
     trace = _load(args)
     stats = describe(trace, args.floor)
-    fmt = args.format or detect_format(Path(args.source).read_text().splitlines(), args.source)
+    fmt = args.format or file_format(args.source)
     rows = [("file", args.source), ("format", fmt)]
     for key, value in stats.items():
         if key == "segments":

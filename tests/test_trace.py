@@ -175,6 +175,10 @@ BAD_FILES = [
     ("t.txt", "hello\n", "line 1: unknown format"),
     ("t.txt", "\n0,40\n30,8\n", "line 2: unknown format: expected a 'time_s,mbps' header"),
     ("t.txt", "1 2 3\n", "line 1: unknown format"),
+    ("t.up", "1\n2\n\u0663\n", "line 3: expected a non-negative integer millisecond, got '\u0663'"),
+    ("t.up", "\u0663\n", "line 1: unknown format"),
+    ("t.up", "1\n" + "9" * 5000 + "\n", "line 2: timestamp '9999.* ms is too large"),
+    ("t.csv", "time_s,mbps\n0,5\n\u0663,5\n", "line 3: time '\u0663' is not a number"),
 ]
 
 
@@ -339,7 +343,7 @@ def test_scale_multiplies_every_rate_and_the_rate_after_the_end():
 def test_the_floor_replaces_lower_rates_after_scaling():
     trace = Trace.from_segments([0, 1, 2], [5, 0, 0.004], 3, scale=2, floor_mbps=0.01)
     assert trace.segments() == [(0.0, 10.0), (1.0, 0.01)]
-    assert Trace.from_segments([0, 1], [5, 0.004], 2, scale=10).mbps == (50.0, 0.04)
+    assert Trace.from_segments([0, 1], [5, 0.004], 2, scale=10).mbps.tolist() == [50.0, 0.04]
 
 
 def test_binning_averages_capacity_per_bin_keeps_total_bits_and_ends_with_a_shorter_bin():
@@ -352,7 +356,7 @@ def test_binning_averages_capacity_per_bin_keeps_total_bits_and_ends_with_a_shor
 def test_the_floor_comes_after_binning_so_short_outages_lower_a_bin_instead_of_vanishing():
     # a 0.5 s outage inside the first 1 s bin halves it; the floor only lifts the empty bin
     trace = Trace.from_segments([0, 0.5, 1, 2], [0, 10, 0, 10], 3, bin_s=1, floor_mbps=0.01)
-    assert trace.mbps == (5.0, 0.01, 10.0)
+    assert trace.mbps.tolist() == [5.0, 0.01, 10.0]
 
 
 def test_binning_a_real_trace_keeps_its_bits_and_a_rate_for_every_bin():
@@ -526,3 +530,25 @@ def test_finish_times_is_finish_time_for_many_transfers_at_once(end):
     bits = np.concatenate([[0.0, 1e6, 2e6], rng.uniform(0, 5e7, 2000)])
     expected = [trace.finish_time(float(s), float(b)) for s, b in zip(starts, bits, strict=True)]
     assert trace.finish_times(starts, bits).tolist() == expected
+
+
+def test_a_file_that_is_not_utf8_is_refused_naming_it_and_the_line(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes(b"time_s,mbps\n0,3\n10,\xff\n")
+    with pytest.raises(TraceError, match=re.escape(f"{path}, line 3: not UTF-8 text (byte 0xff")):
+        load_trace(path)
+
+
+def test_an_error_quotes_at_most_80_characters_of_a_huge_line(tmp_path):
+    path = write(tmp_path, "t.csv", "time_s,mbps\n0,3\n" + "x" * 5_000_000 + ",1\n")
+    with pytest.raises(TraceError) as error:
+        load_trace(path)
+    assert len(str(error.value)) < len(str(path)) + 120
+    assert "line 3: time 'xxx" in str(error.value) and "..." in str(error.value)
+
+
+@pytest.mark.parametrize("options", [{"floor_mbps": 1e308}, {"scale": 1e305}])
+def test_rates_whose_bits_overflow_are_refused_naming_the_options(tmp_path, options):
+    path = write(tmp_path, "t.csv", "time_s,mbps\n0,5\n60,5\n")
+    with pytest.raises(TraceError, match=re.escape(str(path)) + ".*overflow a float"):
+        load_trace(path, **options)
