@@ -17,7 +17,6 @@ from two result folders.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -26,16 +25,27 @@ from typing import Any
 
 import numpy as np
 
+from quantpipe_core.cli import ArgumentParser, fail, writable_out_dir
 from quantpipe_core.results import read_windows
 
 RATE_ERROR_LIMIT = 0.10
 SAME_BITS_LIMIT = 0.80
 
 
+class WindowsError(ValueError):
+    """A ``windows.csv`` that cannot be read; the message names it."""
+
+
 def windows_by_key(folder: Path) -> dict[tuple[int, int], dict[str, float | None]]:
-    """``windows.csv`` of a result folder, keyed by (link, window index)."""
-    return {(int(row["link"]), int(row["window_index"])): row
-            for row in read_windows(folder / "windows.csv")}
+    """``windows.csv`` of a result folder, keyed by (link, window index); `WindowsError` if it
+    is not a readable one (not text, not numbers, no link or window_index column)."""
+    path = folder / "windows.csv"
+    try:
+        return {(int(row["link"]), int(row["window_index"])): row for row in read_windows(path)}
+    except (UnicodeDecodeError, ValueError, TypeError) as error:
+        raise WindowsError(f"{path}: not a readable windows.csv: {error}") from None
+    except KeyError as error:
+        raise WindowsError(f"{path}: not a windows.csv: no {error} column") from None
 
 
 def matched_windows(
@@ -148,8 +158,10 @@ def plot_overlay(path: Path, emulated_dir: Path, simulated_dir: Path, title: str
 
 def write_agreement(out: Path, emulated_dir: Path, simulated_dir: Path,
                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``agreement.json`` and ``agreement.png`` in `out`; the agreement figures."""
+    """``agreement.json`` and ``agreement.png`` in `out` (made if missing); the agreement
+    figures."""
     result = agreement(emulated_dir, simulated_dir)
+    out.mkdir(parents=True, exist_ok=True)
     result.update(extra or {})
     (out / "agreement.json").write_text(json.dumps(result, indent=2) + "\n")
     title = (f"emulated vs simulated: rate error median {percent(result['rate_error_median'])}, "
@@ -164,21 +176,23 @@ def percent(value: float | None) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m emulation.agreement",
         description="Compare an emulated run with a simulated one, window by window; write "
         "agreement.json and agreement.png.",
     )
     parser.add_argument("emulated", type=Path, help="result folder of the emulated run")
     parser.add_argument("simulated", type=Path, help="result folder of the simulated run")
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=writable_out_dir, default=None,
                         help="where to write (default: the emulated run's folder)")
     args = parser.parse_args(argv)
     for folder in (args.emulated, args.simulated):
         if not (folder / "windows.csv").is_file():
-            print(f"emulation.agreement: {folder} has no windows.csv", file=sys.stderr)
-            return 2
-    result = write_agreement(args.out or args.emulated, args.emulated, args.simulated)
+            return fail("emulation.agreement", f"{folder} has no windows.csv")
+    try:
+        result = write_agreement(args.out or args.emulated, args.emulated, args.simulated)
+    except WindowsError as error:
+        return fail("emulation.agreement", str(error))
     print(f"rate error median {percent(result['rate_error_median'])}, same bits "
           f"{percent(result['same_bits_share'])} over {result['windows']} windows")
     return 0

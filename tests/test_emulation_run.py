@@ -18,6 +18,7 @@ from emulation.agreement import (
     measured_over_trace,
     write_agreement,
 )
+from emulation.agreement import main as agreement_main
 from emulation.cleanup import leftovers
 from tests.conftest import require_root
 
@@ -165,6 +166,33 @@ def test_the_command_refuses_folders_without_results(tmp_path):
     assert done.returncode == 2 and "has no windows.csv" in done.stderr
 
 
+@pytest.mark.parametrize(("content", "message"), [
+    (b"\x87\xff\x00binary", "not a readable windows.csv: 'utf-8' codec can't decode"),
+    (b"a,b\n1,2\n", "not a windows.csv: no 'link' column"),
+    (b"link,window_index\nx,1\n", "not a readable windows.csv: could not convert"),
+])
+def test_the_command_names_a_windows_csv_it_cannot_read(tmp_path, capsys, content, message):
+    sim = write_windows(tmp_path / "sim", [(0, i, 8, 100.0) for i in range(4)])
+    (tmp_path / "emu").mkdir()
+    (tmp_path / "emu" / "windows.csv").write_bytes(content)
+    assert agreement_main([str(tmp_path / "emu"), str(sim)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"emulation.agreement: {tmp_path / 'emu' / 'windows.csv'}: ")
+    assert message in err and "\n" not in err
+
+
+def test_the_command_makes_its_out_folder_and_refuses_a_file(tmp_path, capsys):
+    sim = write_windows(tmp_path / "sim", [(0, i, 8, 100.0) for i in range(4)])
+    out = tmp_path / "new" / "agreement"
+    assert agreement_main([str(sim), str(sim), "--out", str(out)]) == 0
+    assert (out / "agreement.json").is_file() and (out / "agreement.png").is_file()
+    with pytest.raises(SystemExit) as exit_info:
+        agreement_main([str(sim), str(sim), "--out", str(out / "agreement.json")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert f"argument --out: {out / 'agreement.json'} exists and is not a folder" in err
+
+
 def test_measured_over_trace_pairs_each_measurement_with_the_window_it_covers():
     windows = {
         (0, 0): {"bits": 16.0, "measured_mbps": None, "trace_mbps": 4.0},
@@ -178,7 +206,7 @@ def test_measured_over_trace_pairs_each_measurement_with_the_window_it_covers():
     (["no-such-trace.csv"], "trace no-such-trace.csv does not exist"),
     (["traces/step-drop.csv", "--policy", "oracle"], "oracle policy reads the trace's future"),
     (["traces/step-drop.csv", "--policy", "optimal"], "optimal policy reads the trace's future"),
-    (["traces/step-drop.csv", "--scale", "-1"], "links[0].scale: must be > 0"),
+    (["traces/step-drop.csv", "--scale", "-1"], "argument --scale: must be a finite number > 0"),
 ])
 def test_bad_runs_are_refused_with_a_message_before_any_network_is_built(argv, message):
     require_root("emulation.run")
