@@ -28,7 +28,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from quantpipe_core.cli import bits_list, codec_list, name_list
+from quantpipe_core.cli import (
+    ArgumentParser,
+    bits_list,
+    codec_list,
+    fail,
+    int_at_least,
+    name_list,
+    nonnegative_int,
+    positive_int,
+    writable_out_dir,
+)
 from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import through_link
 from quantpipe_core.profiles.accuracy import SCHEMA
@@ -245,7 +255,7 @@ def markdown(profile: dict[str, Any]) -> str:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m quantpipe_core.evaluate",
         description="Measure how a model's accuracy falls when the activation at a cut is "
         "quantized, for each clipping method and bitwidth. Writes OUT/MODEL.json (the accuracy "
@@ -261,25 +271,24 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="codec labels, method[/transform[/granularity[/oK]]], e.g. "
                         "ds-aciq/hadamard/auto (default: minmax, aciq and ds-aciq, each "
                         "with none/tensor and with hadamard/auto)")
-    parser.add_argument("--microbatch", type=int, default=8, help="inputs per microbatch (8)")
-    parser.add_argument("--samples", type=int, default=None,
-                        help="score only the first N inputs (default: all)")
+    parser.add_argument("--microbatch", type=positive_int, default=8,
+                        help="inputs per microbatch, >= 1 (8)")
+    parser.add_argument("--samples", type=positive_int, default=None,
+                        help="score only the first N >= 1 inputs (default: all)")
     parser.add_argument("--combine", type=name_list, default=[],
                         help="also quantize these cuts all at once (minmax, aciq, ds-aciq at "
                         "bits <= 4) and compare with the additive rule")
-    parser.add_argument("--resamples", type=int, default=200, help="bootstrap resamples (200)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--resamples", type=int_at_least(2), default=200,
+                        help="bootstrap resamples, >= 2 for a standard error (200)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0, help="bootstrap seed (0)")
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch threads (default 1: small tensors run faster on one)")
-    parser.add_argument("--out", type=Path, default=Path("runs/accuracy"),
+    parser.add_argument("--out", type=writable_out_dir, default="runs/accuracy",
                         help="output folder (default runs/accuracy)")
     parser.add_argument("--merge", nargs="+", metavar="PROFILE.json",
                         help="measure nothing: merge these profiles of one model (e.g. cuts "
                         "measured by parallel runs) into OUT/MODEL.json")
-    args = parser.parse_args(argv)
-    if args.microbatch < 1:
-        parser.error("--microbatch must be at least 1")
-    return args
+    return parser.parse_args(argv)
 
 
 def merge(profiles: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -317,10 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             profiles = [read_profile(path, SCHEMA, "accuracy") for path in args.merge]
             write_profile(merge(profiles), args.out)
         except (OSError, ValueError, KeyError) as error:
-            print(f"evaluate: --merge: {error}", file=sys.stderr)
-            return 2
+            return fail("evaluate", f"--merge: {error}")
         return 0
-    torch.set_num_threads(max(args.threads, 1))
+    torch.set_num_threads(args.threads)
     try:
         model = load_model(args.model)
         cuts = model.cut_ids if args.cuts == ["all"] else args.cuts
@@ -328,8 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model.cut_index(cut)
         task = task_for(model, args.microbatch, args.samples)
     except ValueError as error:
-        print(f"evaluate: {error}", file=sys.stderr)
-        return 2
+        return fail("evaluate", str(error))
     profile = evaluate(
         model, task, cuts, args.bits, args.codecs,
         combine=args.combine, resamples=args.resamples, seed=args.seed,

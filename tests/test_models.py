@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from itertools import combinations
 
 import pytest
@@ -195,6 +196,17 @@ def test_bad_models_and_cuts_are_refused_clearly(tmp_path, digits_vit):
         digits_vit.split(["block2.out", "block1.out"])
     with pytest.raises(ValueError, match="sequence length"):
         load_model("minilm").carry_specs("block0.out", 4)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b'{"model_type": "vit", ', "not valid JSON: Expecting"),
+    (b"\xff\xfe\x00binary", "not valid JSON: 'utf-8' codec can't decode"),
+    (b'["vit"]', "expected a JSON object (a model config), got list"),
+])
+def test_a_broken_config_json_is_named(tmp_path, content, message):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'config.json'}: {re.escape(message)}"):
+        load_folder(tmp_path)
 
 
 def test_the_partitioner_sizes_links_from_the_models_carry(digits_vit):

@@ -171,6 +171,40 @@ def test_evaluate_refuses_bad_arguments(capsys):
     assert "has no cut 'block7.out'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--samples", "0"], "argument --samples: must be >= 1, got 0"),
+    (["--samples", "-5"], "argument --samples: must be >= 1, got -5"),
+    (["--microbatch", "0"], "argument --microbatch: must be >= 1, got 0"),
+    (["--resamples", "1"], "argument --resamples: must be >= 2, got 1"),
+    (["--threads", "0"], "argument --threads: must be >= 1, got 0"),
+    (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+])
+def test_evaluate_refuses_meaningless_numbers_in_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--model", "digits-vit", *argv])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and message in err and "\n" not in err
+
+
+def test_evaluate_refuses_an_out_that_is_a_file_before_measuring(tmp_path, capsys, monkeypatch):
+    taken = tmp_path / "taken"
+    taken.write_text("a file\n")
+    monkeypatch.setattr(evaluate, "evaluate", lambda *a, **k: pytest.fail("it measured"))
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.main(["--model", "digits-vit", "--out", str(taken)])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and "\n" not in err
+    assert f"argument --out: {taken} exists and is not a folder" in err
+
+
+def test_evaluate_names_a_broken_config_json(tmp_path, capsys):
+    (tmp_path / "config.json").write_text('{"model_type": "vit",')
+    assert evaluate.main(["--model", str(tmp_path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"evaluate: {tmp_path / 'config.json'}: not valid JSON")
+    assert "\n" not in err
+
+
 def test_profile_writes_unit_and_codec_times(tmp_path):
     code = profile.main([
         "--model", "digits-vit", "--threads", "1", "--microbatch", "1,4", "--bits", "2,32",

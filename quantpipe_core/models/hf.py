@@ -27,7 +27,15 @@ def read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
         raise ValueError(f"{folder} is not a model folder: it has no config.json")
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as error:
+        raise ValueError(f"{path}: cannot read it: {error.strerror or error}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object (a model config), got "
+                         f"{type(config).__name__}")
     if config.get("model_type") not in SUPPORTED_TYPES:
         raise ValueError(
             f"{path}: model_type {config.get('model_type')!r} is not supported; "
