@@ -68,8 +68,12 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
     """`text` on one line (newlines folded), cut to `limit` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else f"{flat[: limit - 3]}..."
+    return cut(" ".join(text.split()), limit)
+
+
+def cut(text: str, limit: int) -> str:
+    """`text`, or its first characters and "..." if it is longer than `limit`."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def fail(prog: str, message: str, *, user_error: BaseException | None = None,

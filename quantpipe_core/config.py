@@ -17,12 +17,16 @@ import math
 import re
 import textwrap
 import tomllib
+import types
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from quantpipe_core.cli import cut
 from quantpipe_core.policy import BUILT_IN, FLOAT_BITS, FixedPolicy, make_policy
+from quantpipe_core.trace import ECHO_CHARS
 
 # Copies of names whose home modules import torch (quantpipe_core.models.load and
 # quantpipe_core.quant); tests/test_config.py checks that they stay equal.
@@ -35,6 +39,8 @@ SIM_ONLY_POLICIES = ("oracle", "optimal")
 POLICY_NAMES = (*BUILT_IN, *SIM_ONLY_POLICIES)
 TRACE_FORMATS = ("auto", "csv", "mahimahi", "mbps-log")
 DEFAULT_DEVICE_COUNT = 2
+PATH_CHARS = 250  # of a path quoted in an error message (a model "name" may be a huge string)
+MAX_FLOOR_MBPS = 1e9  # 1 Pbit/s: above any link; a floor of 1e308 Mbit/s overflows bits/s
 LINE_LENGTH = 100  # of `default_toml`'s lines
 USER_CLASS = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 
@@ -52,6 +58,7 @@ class Where:
     name: str = ""  # dotted field name; "" for the whole file
 
     def key(self, key: str) -> Where:
+        key = cut(key, ECHO_CHARS)
         return dataclasses.replace(self, name=f"{self.name}.{key}" if self.name else key)
 
     def index(self, index: int) -> Where:
@@ -91,6 +98,7 @@ class Number:
     """A finite number, stored as a float; TOML's integers are taken too."""
 
     zero_ok: bool  # True: >= 0 (zero means something, such as "off"); False: > 0
+    maximum: float = math.inf  # the largest value that still means something
 
     def read(self, value: Any, where: Where) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -99,6 +107,8 @@ class Number:
             raise where.error(f"must be finite, got {value}")
         if value < 0 or (value == 0 and not self.zero_ok):
             raise where.error(f"must be {'>=' if self.zero_ok else '>'} 0, got {value}")
+        if value > self.maximum:
+            raise where.error(f"must be <= {self.maximum:g}, got {value:g}")
         return float(value)
 
 
@@ -110,7 +120,9 @@ class Choice:
         text = _string(value, where)
         if text not in self.options:
             known = ", ".join(self.options)
-            raise where.error(f"{text!r} is not one of {known}{did_you_mean(text, self.options)}")
+            raise where.error(
+                f"{_quote(text)} is not one of {known}{did_you_mean(text, self.options)}"
+            )
         return text
 
 
@@ -196,10 +208,10 @@ class ModelName:
         if name in BUILTIN_MODELS:
             return name
         folder = where.path(name)
-        if not folder.is_dir():
+        if not _is_dir(folder):
             raise where.error(
-                f"{name!r} is not a built-in model ({', '.join(BUILTIN_MODELS)}) and there is no "
-                f"folder {folder}{did_you_mean(name, BUILTIN_MODELS)}"
+                f"{_quote(name)} is not a built-in model ({', '.join(BUILTIN_MODELS)}) and there "
+                f"is no folder {cut(str(folder), PATH_CHARS)}{did_you_mean(name, BUILTIN_MODELS)}"
             )
         return str(folder)
 
@@ -212,16 +224,17 @@ class PolicyName:
         base, colon, bits = name.partition(":")
         if base == "fixed" and colon:
             if not (bits.isascii() and bits.isdigit()):
-                raise where.error(f"'fixed:' takes a bitwidth, e.g. fixed:4; got {name!r}")
+                raise where.error(f"'fixed:' takes a bitwidth, e.g. fixed:4; got {_quote(name)}")
         elif colon:
             if not USER_CLASS.fullmatch(name):
                 raise where.error(
                     f"a user's policy is named 'module:Class' (e.g. mypolicies:Greedy), "
-                    f"got {name!r}"
+                    f"got {_quote(name)}"
                 )
         elif name not in POLICY_NAMES:
             raise where.error(
-                f"{name!r} is not one of {', '.join(POLICY_NAMES)}, fixed:N or 'module:Class'"
+                f"{_quote(name)} is not one of {', '.join(POLICY_NAMES)}, fixed:N or "
+                f"'module:Class'"
                 f"{did_you_mean(name, POLICY_NAMES)}"
             )
         return name
@@ -359,7 +372,7 @@ class LinkConfig:
     end: str = field(default="loop", metadata=spec(Choice(("loop", "hold")), (
         "loop | hold: replay the trace, or keep its last rate"
     )))
-    floor_mbps: float = field(default=0.01, metadata=spec(Number(zero_ok=True), (
+    floor_mbps: float = field(default=0.01, metadata=spec(Number(True, MAX_FLOOR_MBPS), (
         ">= 0; lower rates are raised to it"
     )))
     latency_s: float = field(default=0.0, metadata=spec(Number(zero_ok=True), (
@@ -560,7 +573,7 @@ def _devices(value: Any, where: Where) -> tuple[DeviceConfig, ...]:
     for index, device in enumerate(devices):
         if device.name in first:
             raise where.index(index).key("name").error(
-                f"{device.name!r} is already the name of devices[{first[device.name]}]; "
+                f"{_quote(device.name)} is already the name of devices[{first[device.name]}]; "
                 "names must be unique"
             )
         first[device.name] = index
@@ -598,6 +611,7 @@ def _check_policy(policy: PolicyConfig, quant: QuantConfig, where: Where) -> Non
         return
     params = where.key("params")
     _check_names(policy.params, _field_names(BUILT_IN[base]), params, f"{base} parameter")
+    _check_param_types(BUILT_IN[base], policy.params, params)
     if base != policy.name and "bits" in policy.params:
         raise params.key("bits").error(
             f"{policy.name!r} already gives the bitwidth: drop params.bits or name the policy "
@@ -615,6 +629,44 @@ def _check_policy(policy: PolicyConfig, quant: QuantConfig, where: Where) -> Non
         )
 
 
+def _check_param_types(cls: type, values: Mapping[str, Any], where: Where) -> None:
+    """Each parameter has the type its field in `cls` declares (an integer is taken for a
+    float), so that ``gain = "high"`` is a field error now, not a TypeError in mid-run."""
+    hints = typing.get_type_hints(cls)
+    for name, value in values.items():
+        if not _fits(value, hints[name]):
+            raise where.key(name).error(
+                f"expected {_expected(hints[name])}, got {_describe(value)}"
+            )
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether plain config data `value` has the type `hint` (unknown types: left to `cls`)."""
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return any(_fits(value, arg) for arg in args)
+    if typing.get_origin(hint) in (list, tuple):
+        if not isinstance(value, list | tuple):
+            return False
+        items = args[:1] * len(value) if args[-1:] == (Ellipsis,) or len(args) == 1 else args
+        return len(items) == len(value) and all(map(_fits, value, items))
+    plain = {float: int | float, int: int, bool: bool, str: str, type(None): type(None)}
+    if hint not in plain:
+        return True
+    return isinstance(value, plain[hint]) and (hint is bool or not isinstance(value, bool))
+
+
+def _expected(hint: Any) -> str:
+    """`hint` as TOML types, for "expected X"."""
+    args = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return " or ".join(_expected(arg) for arg in args)
+    if typing.get_origin(hint) in (list, tuple):
+        return f"an array, each {_expected(args[0])}" if args else "an array"
+    names = {float: "a number", int: "an integer", bool: "a boolean", str: "a string"}
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
 # ----- small helpers --------------------------------------------------------------------------
 
 
@@ -626,7 +678,8 @@ def _check_names(table: Mapping[str, Any], known: Sequence[str], where: Where, w
     for key in table:
         if key not in known:
             raise where.key(key).error(
-                f"unknown {what} {key!r}{did_you_mean(key, known)} (known: {', '.join(known)})"
+                f"unknown {what} {_quote(key)}{did_you_mean(key, known)} "
+                f"(known: {', '.join(known)})"
             )
 
 
@@ -649,7 +702,20 @@ def _describe(value: Any) -> str:
         shown = json.dumps(value)
     except (TypeError, ValueError):
         shown = repr(value)
-    return f"{kind} {shown}"
+    return f"{kind} {cut(shown, ECHO_CHARS)}"
+
+
+def _quote(value: Any) -> str:
+    """``repr(value)`` for an error message, cut: bad input may be megabytes long."""
+    return cut(repr(value), ECHO_CHARS)
+
+
+def _is_dir(path: Path) -> bool:
+    """False for a path the system refuses to look up too (a name too long), not an OSError."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _string(value: Any, where: Where) -> str:
@@ -687,7 +753,9 @@ def _distinct(items: Sequence[Any], where: Where) -> None:
     first: dict[Any, int] = {}
     for index, item in enumerate(items):
         if item in first:
-            raise where.index(index).error(f"{item!r} is listed twice (also at [{first[item]}])")
+            raise where.index(index).error(
+                f"{_quote(item)} is listed twice (also at [{first[item]}])"
+            )
         first[item] = index
 
 

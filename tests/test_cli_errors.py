@@ -212,3 +212,17 @@ def test_emulation_run_refuses_bad_arguments_before_any_network(trace, capsys, n
 def test_emulation_run_refuses_an_out_that_is_a_file(trace, a_file, capsys, no_emulation):
     line = refused(emulation.run.main, [str(trace), "--out", str(a_file)], capsys)
     assert "argument --out" in line and "exists and is not a folder" in line
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[policy]\nname = 'controller'\n[policy.params]\ngain = 'high'\n",
+     'policy.params.gain: expected a number, got string "high"'),
+    ("[[links]]\nfloor_mbps = 1e308\n", "links[0].floor_mbps: must be <= 1e+09, got 1e+308"),
+])
+def test_sim_run_refuses_config_values_that_failed_in_mid_run(trace, tmp_path, capsys, text,
+                                                              message, monkeypatch):
+    config = tmp_path / "run.toml"
+    config.write_text(text)
+    monkeypatch.setattr(run, "simulate", lambda *a, **k: pytest.fail("the run started"))
+    line = refused(run.main, [str(trace), "--config", str(config)], capsys)
+    assert line == f"sim.run: {config}: {message}"

@@ -244,6 +244,17 @@ BAD_VALUES = [
     ("[run]\nmetrics_interval_s = 0", "run.metrics_interval_s", "must be > 0"),
     ("[run]\nseed = -1", "run.seed", "must be >= 0"),
     ("[run]\nseed = 1.5", "run.seed", "expected an integer, got float 1.5"),
+    ("[[links]]\nfloor_mbps = 1e308", "links[0].floor_mbps", "must be <= 1e+09, got 1e+308"),
+    ("[policy]\nname = 'controller'\nparams = { gain = 'high' }", "policy.params.gain",
+     'expected a number, got string "high"'),
+    ("[policy]\nname = 'controller'\nparams = { split = 1 }", "policy.params.split",
+     "expected a boolean, got integer 1"),
+    ("[policy]\nname = 'fixed'\nparams = { bits = 8.0 }", "policy.params.bits",
+     "expected an integer, got float 8.0"),
+    ("[policy]\nname = 'quantpipe'\nparams = { initial_bits = '8' }",
+     "policy.params.initial_bits", 'expected an integer, got string "8"'),
+    ("[policy]\nname = 'planner'\nparams = { prior = [0.5, 'x'] }", "policy.params.prior",
+     "expected an array, each a number, got array"),
 ]
 
 BAD_NAMES = [
@@ -288,6 +299,33 @@ def test_a_file_that_is_missing_or_not_toml_is_named(tmp_path):
         load_config(tmp_path / "missing.toml")
     with pytest.raises(ConfigError, match=r"run\.toml: not valid TOML"):
         load_config(write(tmp_path, "[model\n"))
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_bytes(b"[model]\n\xff\xfe = 1\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}: not valid TOML: 'utf-8'"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("text", [
+    "[model]\nmicrobatch = '{huge}'",
+    "[model]\nname = '{huge}'",
+    "[quant]\nclip = '{huge}'",
+    "[model]\n{huge} = 1",
+])
+def test_a_huge_bad_value_or_name_is_cut_in_the_error(tmp_path, text):
+    message = error_of(tmp_path, text.replace("{huge}", "x" * 5_000_000))
+    assert message.startswith(f"{tmp_path / 'run.toml'}: model") or "quant.clip" in message
+    assert len(message) < 1000 and "xxx..." in message
+
+
+def test_built_in_policy_parameters_of_the_right_types_load():
+    params = {"gain": 1, "split": True, "band": 0.2}
+    assert config_from_dict({"policy": {"name": "controller", "params": params}}).policy.params \
+        == params
+    planner = {"prior": [0.5, 1], "initial_bits": 4, "history": 3}
+    assert config_from_dict({"policy": {"name": "planner", "params": planner}})
 
 
 def test_a_dict_names_itself_in_errors():
