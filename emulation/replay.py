@@ -29,6 +29,7 @@ from quantpipe_core.plan import load_link_trace
 from quantpipe_core.trace import Trace
 
 MIN_BIN_S = 0.1  # no rate changes finer than this
+OUTAGE_MBPS = 8e-6  # htb's smallest rate (8 bit/s): what a trace's rate of 0 is replayed as
 TC_TIMEOUT_S = 5.0
 
 _CLASS = re.compile(r"^class htb (\S+) (?:root|parent (\S+))", re.MULTILINE)
@@ -75,6 +76,11 @@ def changes(trace: Trace) -> Iterator[tuple[float, float]]:
         period += 1
 
 
+def replayable_mbps(mbps: float) -> float:
+    """The htb rate for a trace's `mbps`: htb has no rate 0, so an outage is its smallest rate."""
+    return max(mbps, OUTAGE_MBPS)
+
+
 def in_host(pid: int, *command: str) -> subprocess.CompletedProcess:
     """Run ``command`` in the network namespace of the Mininet host with shell ``pid``."""
     return subprocess.run(
@@ -113,7 +119,7 @@ class HtbClass:
         return cls(pid, intf, parent, classid)
 
     def set_rate(self, mbps: float) -> None:
-        rate = f"{mbps:.6f}Mbit"
+        rate = f"{replayable_mbps(mbps):.6f}Mbit"
         done = in_host(
             self.pid, "tc", "class", "change", "dev", self.intf, "parent", self.parent,
             "classid", self.classid, "htb", "rate", rate, "ceil", rate, "burst", "15k",

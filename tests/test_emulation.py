@@ -17,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from emulation.replay import MIN_BIN_S, HtbClass, Replayer, changes, replay_trace
+from emulation.replay import (
+    MIN_BIN_S,
+    HtbClass,
+    Replayer,
+    changes,
+    replay_trace,
+    replayable_mbps,
+)
 from quantpipe_core.config import LinkConfig
 from quantpipe_core.trace import Trace
 
@@ -247,6 +254,20 @@ def test_replayer_changes_rate_in_place(root_net, tmp_path):
         # same qdisc (handle), never re-created: its byte counter kept counting through the step
         assert qdisc_after[0] == qdisc_before[0]
         assert qdisc_after[1] > qdisc_before[1] + 5e6 * 2.0 / 8
+        assert " rate 5Mbit ceil 5Mbit" in _tc(htb, "class")[2]
+
+
+def test_a_rate_of_zero_is_replayed_as_an_outage(root_net):
+    """htb has no rate 0 (``tc``: "rate" is required): a trace's 0 Mbit/s (``floor_mbps = 0``)
+    becomes htb's smallest rate, 8 bit/s, and the link comes back after it."""
+    from emulation.topology import chain
+
+    with chain(2, [replayable_mbps(0.0)]) as net:
+        link = net.links[0]
+        htb = HtbClass.find(link.pid, link.intf)
+        htb.set_rate(0.0)
+        assert " rate 8bit ceil 8bit" in _tc(htb, "class")[2]
+        htb.set_rate(5.0)
         assert " rate 5Mbit ceil 5Mbit" in _tc(htb, "class")[2]
 
 
