@@ -12,7 +12,6 @@ is what the simulator assumes at time 0.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -21,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emulation.replay import HtbClass, Replayer, replay_trace
+from emulation.replay import HtbClass, Replayer, replay_trace, replayable_mbps
 from emulation.topology import chain
 from quantpipe_core.config import Config, to_toml
-from quantpipe_core.runtime.launch import rank_command, stop, supervise
+from quantpipe_core.runtime.auth import new_run_key
+from quantpipe_core.runtime.launch import rank_command, rank_environment, stop, supervise
 from quantpipe_core.runtime.plan import resolve_runtime
 from quantpipe_core.runtime.report import read_clock, read_rank_reports, write_merged
 from quantpipe_core.trace import Trace
@@ -44,6 +44,7 @@ class Emulated:
 
     summary: dict[str, Any]
     failed_ranks: list[int]
+    interrupted: bool = False
 
 
 def link_traces(config: Config, trace_path: str | Path) -> list[Trace]:
@@ -86,6 +87,8 @@ def emulate(
 
     Writes the four result files into `out`, and into ``out/ranks`` the run's config file,
     each rank's log (``rankR.log``) and raw report. `on_progress` gets the run's seconds so far.
+    Ctrl-C makes every rank save its report; what they measured is merged as after a fault,
+    and the result says it was interrupted.
     """
     duration = emulation_duration(config, traces)
     ranks_out = out / "ranks"
@@ -96,12 +99,15 @@ def emulate(
     world = len(config.devices)
     processes: list[subprocess.Popen] = []
     replayer: Replayer | None = None
-    with chain(world, [trace.rate_mbps(0.0) for trace in traces]) as net:
+    interrupted = False
+    failure: EmulationError | None = None
+    key = new_run_key()
+    with chain(world, [replayable_mbps(trace.rate_mbps(0.0)) for trace in traces]) as net:
         classes = [HtbClass.find(link.pid, link.intf) for link in net.links]
         try:
             for rank, host in enumerate(net.hosts):
-                env = {**os.environ, "GLOO_SOCKET_IFNAME": net.ifname(rank),
-                       "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+                env = rank_environment(key, GLOO_SOCKET_IFNAME=net.ifname(rank),
+                                       PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="1")
                 command = rank_command(config_file, rank, net.addr(0), MASTER_PORT, ranks_out,
                                        timeout_s, duration_s=duration)
                 with (ranks_out / f"rank{rank}.log").open("w") as log:
@@ -119,6 +125,10 @@ def emulate(
                     on_progress(time.time() - t0)
 
             supervise(processes, timeout_s, tick)
+        except KeyboardInterrupt:
+            interrupted = True
+        except EmulationError as error:
+            failure = error
         finally:
             if replayer is not None:
                 replayer.stop()
@@ -126,7 +136,7 @@ def emulate(
     failed = [rank for rank, p in enumerate(processes) if p.returncode != 0]
     reports = read_rank_reports(ranks_out, world)
     if not reports:
-        raise EmulationError(f"no rank wrote a report: see {ranks_out}/rank*.log")
+        raise failure or EmulationError(f"no rank wrote a report: see {ranks_out}/rank*.log")
     late = [a.done_s - a.due_s for a in replayer.applied] if replayer else []
     record = {
         "runtime": "quantpipe_core.runtime in Mininet hosts (emulation.run)",
@@ -136,10 +146,14 @@ def emulate(
             "replay_late_ms_median": 1e3 * sorted(late)[len(late) // 2] if late else None,
             "replay_late_ms_max": 1e3 * max(late) if late else None,
             "failed_ranks": failed,
+            "interrupted": interrupted,
         },
         "traces": {f"link{k}": str(link.trace or trace_path)
                    for k, link in enumerate(config.links)},
     }
-    summary = write_merged(out, resolve_runtime(config), reports, duration,
+    summary = write_merged(out, resolve_runtime(config), reports,
+                           None if interrupted or failure else duration,
                            trace_mbps=[trace.mean_mbps for trace in traces], record=record)
-    return Emulated(summary, failed)
+    if failure is not None:
+        raise EmulationError(f"{failure}; what was measured before it is in {out}")
+    return Emulated(summary, failed, interrupted)

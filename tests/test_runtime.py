@@ -253,7 +253,8 @@ def test_rate_limited_link_lowers_the_bits(tmp_path):
                  "--config", str(cfg), "--rank", str(k), "--master-addr", "10.77.0.1",
                  "--master-port", "29611", "--out", str(out if k == 0 else tmp_path / "o1"),
                  "--duration", "5", "--timeout-s", "10"],
-                cwd=ROOT, env={**os.environ, "GLOO_SOCKET_IFNAME": dev[k]},
+                cwd=ROOT, env={**os.environ, "GLOO_SOCKET_IFNAME": dev[k],
+                               "QUANTPIPE_RUN_KEY": "a run key both devices share"},
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             ))
         codes = [rank.wait(timeout=RUN_TIMEOUT_S) for rank in ranks]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from quantpipe_core.config import ConfigError, load_config
+from quantpipe_core.runtime.auth import KEY_ENV, load_run_key
 from quantpipe_core.runtime.stage import RankOptions, run_rank
 
 
@@ -23,6 +24,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--master-addr", default="127.0.0.1",
                    help="address of rank 0, which every rank must reach (default 127.0.0.1)")
     p.add_argument("--master-port", type=int, default=29500, help="rank 0's port (default 29500)")
+    p.add_argument("--key-file", type=Path, default=None,
+                   help=f"file holding the run key that every rank must share (default: the "
+                   f"{KEY_ENV} environment variable); ranks prove it before any activation "
+                   "flows, and every frame carries a tag keyed by it. Make one with: openssl "
+                   "rand -hex 32")
+    p.add_argument("--insecure", action="store_true",
+                   help="run without a run key on a non-loopback --master-addr: anyone who "
+                   "reaches rank 0 can then join the run")
     p.add_argument("--fault", default="", help=argparse.SUPPRESS)  # testing aid
     return p
 
@@ -48,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         options = RankOptions(
             rank=args.rank, master_addr=args.master_addr, master_port=args.master_port,
             out=args.out, timeout_s=args.timeout_s, duration_s=args.duration,
-            microbatches=args.microbatches, fault=args.fault,
+            microbatches=args.microbatches, key=load_run_key(args.key_file),
+            insecure=args.insecure, fault=args.fault,
         )
         code = run_rank(config, options)
     except (ConfigError, ValueError) as error:

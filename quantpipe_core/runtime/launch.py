@@ -1,10 +1,12 @@
 """``python -m quantpipe_core.runtime.launch --config cfg.toml [--out DIR]``: every rank of the
 config as a local process on loopback, then the results of all of them in DIR.
 
-Each rank runs in a process group of its own; Ctrl-C (or SIGTERM) here stops every one of them,
-and a rank that ends on a fault gives the others ``--timeout-s`` plus a margin to notice before
-they are killed. After a fault the ranks' own reports (``rankR.json``) are merged into the four
-files, so what was measured before it is kept.
+The ranks share a fresh run key (in their environment, never on a command line), listen on
+loopback only and die with the launcher. Each rank runs in a process group of its own; Ctrl-C
+(or SIGTERM) here makes every rank save its report, and a rank that ends on a fault gives the
+others ``--timeout-s`` plus a margin to notice before they are killed. After a fault or an
+interrupt the ranks' own reports (``rankR.json``) are merged into the four files, so what was
+measured before it is kept.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from pathlib import Path
 
 from quantpipe_core.config import ConfigError, load_config
 from quantpipe_core.runtime.__main__ import add_run_options
+from quantpipe_core.runtime.auth import KEY_ENV, new_run_key
+from quantpipe_core.runtime.lifetime import PARENT_ENV
 from quantpipe_core.runtime.plan import resolve_runtime
 from quantpipe_core.runtime.report import read_rank_reports, write_merged
 
@@ -54,6 +58,12 @@ def rank_command(
     if fault:
         command += ["--fault", fault]
     return command
+
+
+def rank_environment(key: str, **extra: str) -> dict[str, str]:
+    """The environment of a rank this process starts: the run key, this process as the parent
+    the rank dies with, and `extra` (e.g. the gloo interface)."""
+    return {**os.environ, KEY_ENV: key, PARENT_ENV: str(os.getpid()), **extra}
 
 
 def rank_fault(faults: list[str], rank: int) -> str:
@@ -104,6 +114,8 @@ def run(args: argparse.Namespace) -> int:
     for stale in out.glob("rank*.json"):
         stale.unlink()
     port = free_port()
+    env = rank_environment(new_run_key(), GLOO_SOCKET_IFNAME=os.environ.get(
+        "GLOO_SOCKET_IFNAME", "lo"))
     processes: list[subprocess.Popen] = []
 
     def interrupted(signum, frame):
@@ -118,14 +130,18 @@ def run(args: argparse.Namespace) -> int:
                     duration_s=args.duration, microbatches=args.microbatches,
                     fault=rank_fault(args.fault, rank),
                 ),
-                start_new_session=True,
+                start_new_session=True, env=env,
             ))
         if not supervise(processes, args.timeout_s):
             print("quantpipe launch: ranks still running after a fault: killing them",
                   file=sys.stderr)
     except KeyboardInterrupt:
-        print("quantpipe launch: interrupted: stopping every rank", file=sys.stderr)
+        print("quantpipe launch: interrupted: every rank saves its measurements",
+              file=sys.stderr)
         stop(processes)
+        write_merged(out, resolve_runtime(config), read_rank_reports(out, world), None)
+        print(f"quantpipe launch: what was measured before the interrupt is in {out}",
+              file=sys.stderr)
         return 130
     finally:
         stop(processes)
@@ -136,9 +152,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"quantpipe launch: rank {rank} ({config.devices[rank].name}) exited with {code}",
               file=sys.stderr)
     if failed:
-        reports = read_rank_reports(out, world)
-        duration = args.duration if args.duration is not None else config.run.duration_s
-        write_merged(out, resolve_runtime(config), reports, duration or None)
+        write_merged(out, resolve_runtime(config), read_rank_reports(out, world), None)
         return 1
     summary = json.loads((out / "summary.json").read_text())
     print(

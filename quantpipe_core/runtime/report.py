@@ -1,7 +1,8 @@
 """Each rank's measurements as JSON, and their merge into the simulator's four files.
 
-A rank's report: ``{"rank", "records", "sink", "error"}``; ``records`` holds what that rank
-measured itself (see `records_to_json`), ``sink`` the last rank's predictions and metric.
+A rank's report: ``{"rank", "records", "sink", "error"}``, and ``interrupted_at_s`` when Ctrl-C
+or SIGTERM ended it; ``records`` holds what that rank measured itself (see `records_to_json`),
+``sink`` the last rank's predictions and metric.
 """
 
 from __future__ import annotations
@@ -117,7 +118,11 @@ def write_merged(
         notes.append(f"{len(unrecorded)} microbatches reached the sink but a sender's records "
                      "of them were lost: not counted")
     errors = [f"rank {r['rank']}: {r['error']}" for r in reports if r.get("error")]
-    if errors:
+    interrupts = [r["interrupted_at_s"] for r in reports if r.get("interrupted_at_s") is not None]
+    if interrupts:
+        notes.append(f"interrupted at t = {min(interrupts):.1f} s; figures cover what was "
+                     "measured before it")
+    elif errors:
         notes.append("the run ended on a fault; figures cover what was measured before it")
     result["notes"] = notes + errors
     result["run"]["ranks_reported"] = sorted(r["rank"] for r in reports)

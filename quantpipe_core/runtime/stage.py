@@ -1,11 +1,13 @@
 """One pipeline stage as one process: torch.distributed (gloo over TCP) to its neighbours.
 
-Wire protocol on link k (its own gloo group of ranks k and k+1, so links never share a channel):
-the sender sends a header (int64 ``[frame_bytes, microbatch, bits]``; ``frame_bytes = 0`` ends
-the stream), then the carry frame (`encode_carry`) as a uint8 tensor; the receiver answers with
-an ack (int64 ``[microbatch]``) as soon as the frame has arrived, before it decodes or computes.
-The sender's transfer time of a frame runs from the start of its send to the ack's arrival, so it
-counts the delivery plus one ack's return trip, and never the receiver's compute.
+When the group forms, every rank proves it holds the run key (`auth`); the messages on each link
+(its own gloo group of ranks k and k+1, so links never share a channel) are `channel.Channel`'s:
+the sender sends a frame (`encode_carry`, then its tag); the receiver answers with an ack as soon
+as the frame has arrived and its inbox has room, before it decodes or computes. The sender's
+transfer time of a frame runs from the start of its send to the ack's arrival, so it counts the
+delivery plus one ack's return trip, and a stage too slow for its input (a full inbox), never the
+receiver's compute otherwise. Queues are bounded (`INBOX_FRAMES`, `OUTBOX_BYTES`): a slow stage
+slows the stages before it instead of growing their memory.
 
 Threads per rank: a receiver (link k-1), the compute loop (source on rank 0, sink on the last
 rank) and a sender (link k), so a stage computes the next microbatch while a frame is on the
@@ -18,6 +20,9 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
+import signal
+import socket
 import sys
 import threading
 import time
@@ -34,6 +39,15 @@ from quantpipe_core.heap import keep_large_allocations
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.quant import PacketError
 from quantpipe_core.results import Records
+from quantpipe_core.runtime.auth import (
+    NONCE_BYTES,
+    AuthError,
+    Handshake,
+    Session,
+    require_key_or_insecure,
+)
+from quantpipe_core.runtime.channel import Channel, ForgedMessage
+from quantpipe_core.runtime.lifetime import die_with_parent, watch_interrupts
 from quantpipe_core.runtime.plan import RuntimePlan, resolve_runtime
 from quantpipe_core.runtime.report import (
     records_to_json,
@@ -46,6 +60,10 @@ from quantpipe_core.tasks import DigitsTop1, RandomImages, inputs_for, nearest_o
 
 END = None
 POLL_S = 0.2
+HEARTBEAT_S = 1.0
+INBOX_FRAMES = 2  # frames received but not yet computed; a full inbox holds the ack back
+OUTBOX_BYTES = 64 << 20  # encoded frames waiting for the link (always room for one)
+STORE_PREFIX = "quantpipe/"
 
 
 class StageFailure(RuntimeError):
@@ -61,7 +79,9 @@ class RankOptions:
     timeout_s: float = 30.0
     duration_s: float | None = None  # None: run.duration_s of the config
     microbatches: int | None = None  # None: no count limit (one pass if there is no duration)
-    fault: str = ""  # testing aid: "corrupt:N" (this rank corrupts frame N) or "die:N"
+    key: bytes | None = None  # the run key (`auth.load_run_key`); None: unauthenticated
+    insecure: bool = False  # allow no key on a non-loopback address
+    fault: str = ""  # testing aid: "corrupt:N", "forge:N" (frame N), "die:N", "slow:MS" (each)
 
 
 class Failure:
@@ -83,6 +103,26 @@ class Failure:
             raise StageFailure(self.message)
 
 
+class ByteBudget:
+    """At most `limit` bytes waiting; there is always room for one item, however large."""
+
+    def __init__(self, limit: int, failure: Failure) -> None:
+        self.limit, self.used, self.failure = limit, 0, failure
+        self.room = threading.Condition()
+
+    def take(self, nbytes: int) -> None:
+        with self.room:
+            while self.used and self.used + nbytes > self.limit:
+                self.room.wait(POLL_S)
+                self.failure.check()
+            self.used += nbytes
+
+    def give(self, nbytes: int) -> None:
+        with self.room:
+            self.used -= nbytes
+            self.room.notify_all()
+
+
 class Rank:
     """Everything one rank does in a run."""
 
@@ -94,7 +134,8 @@ class Rank:
             raise ValueError("the runtime needs at least two devices (one link)")
         if not 0 <= self.rank < self.world:
             raise ValueError(f"--rank {self.rank}: the config has {self.world} devices")
-        self.name = f"stage {self.rank} ({config.devices[self.rank].name})"
+        require_key_or_insecure(options.key, options.master_addr, options.insecure)
+        self.name = self.who(self.rank)
         self.last = self.rank == self.world - 1
         torch.set_num_threads(config.devices[self.rank].threads)
         self.plan: RuntimePlan = resolve_runtime(config)
@@ -103,8 +144,9 @@ class Rank:
             self.rank == 0 or self.last) else None
         self.records = Records()
         self.failure = Failure()
-        self.inbox: queue.Queue = queue.Queue()
+        self.inbox: queue.Queue = queue.Queue(maxsize=INBOX_FRAMES)
         self.outbox: queue.Queue = queue.Queue()
+        self.outbox_budget = ByteBudget(OUTBOX_BYTES, self.failure)
         self.sender_lock = threading.Lock()
         self.sender: LinkSender | None = None
         if not self.last:
@@ -116,23 +158,91 @@ class Rank:
         kind, _, at = options.fault.partition(":")
         self.fault_kind, self.fault_at = kind, int(at) if at else -1
         self.t0 = 0.0
+        self.ended_by_duration = False
+        self.finish_lock = threading.Lock()
+        self.finished = False
+        self.reported = threading.Event()
+
+    def who(self, rank: int) -> str:
+        return f"stage {rank} ({self.config.devices[rank].name})"
 
     # ----- setup -----------------------------------------------------------------------------
 
     def connect(self) -> None:
+        """Join the group through a store bound to `master_addr` alone, prove the run key, then
+        open one channel per link (and one for credits) and agree on the run's start."""
         timeout = timedelta(seconds=self.options.timeout_s)
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://{self.options.master_addr}:{self.options.master_port}",
-            rank=self.rank, world_size=self.world, timeout=timeout,
-        )
-        self.link_groups = [dist.new_group([k, k + 1], timeout=timeout)
-                            for k in range(self.world - 1)]
-        self.credit_group = dist.new_group([0, self.world - 1], timeout=timeout)
+        self.store = self.rendezvous(timeout)
+        dist.init_process_group("gloo", store=self.store, rank=self.rank,
+                                world_size=self.world, timeout=timeout)
+        self.session = self.authenticate()
+        groups = [dist.new_group([k, k + 1], timeout=timeout) for k in range(self.world - 1)]
+        credit_group = dist.new_group([0, self.world - 1], timeout=timeout)
+        self.inlink = (Channel(groups[self.rank - 1], self.rank - 1, self.rank - 1,
+                               self.session) if self.rank > 0 else None)
+        self.outlink = (Channel(groups[self.rank], self.rank + 1, self.rank, self.session)
+                        if not self.last else None)
+        peer = self.world - 1 if self.rank == 0 else 0
+        self.credits = Channel(credit_group, peer, -1, self.session)
         start = torch.tensor([time.time()], dtype=torch.float64)
         dist.broadcast(start, src=0)
         self.t0 = float(start.item())
         if self.rank == 0 and self.options.out is not None:
             write_clock(self.options.out, self.t0)
+
+    def rendezvous(self, timeout: timedelta) -> dist.TCPStore:
+        """Rank 0 serves the store on `master_addr` only (torch's own listens everywhere)."""
+        addr, port = self.options.master_addr, self.options.master_port
+        if self.rank != 0:
+            return dist.TCPStore(addr, port, self.world, False, timeout)
+        try:
+            self.listener = socket.create_server((addr, port), backlog=128)
+        except OSError as error:
+            raise StageFailure(f"{self.name}: cannot listen on {addr}:{port}: "
+                               f"{error.strerror or error}") from None
+        return dist.TCPStore(addr, port, self.world, True, timeout, wait_for_workers=False,
+                             master_listen_fd=self.listener.fileno())
+
+    def authenticate(self) -> Session:
+        """The challenge-response of `auth.Handshake`, before any activation flows."""
+        handshake = Handshake(self.options.key)
+        if self.rank == 0:
+            salt = secrets.token_bytes(NONCE_BYTES)
+            for peer in range(1, self.world):
+                hello = handshake.hello(salt)
+                self.handshake_send(peer, hello)
+                answer = self.handshake_recv(peer, Handshake.ANSWER_BYTES)
+                refusal = handshake.check_answer(peer, hello, answer)
+                if refusal:
+                    raise StageFailure(f"{self.name}: refused {self.who(peer)}: {refusal}")
+                self.handshake_send(peer, handshake.proof_of_rank0(peer, hello, answer))
+            return Session(self.options.key, salt)
+        hello = self.handshake_recv(0, Handshake.HELLO_BYTES)
+        answer = handshake.answer(self.rank, hello)
+        self.handshake_send(0, answer)
+        refusal = handshake.check_hello(self.rank, hello) or handshake.check_proof(
+            self.rank, hello, answer, self.handshake_recv(0, Handshake.PROOF_BYTES))
+        if refusal:
+            raise StageFailure(f"{self.name}: refused to run: {refusal}")
+        return Session(self.options.key, hello[1:])
+
+    def handshake_send(self, peer: int, data: bytes) -> None:
+        try:
+            dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst=peer)
+        except Exception as error:
+            raise self.handshake_failure(peer, error) from None
+
+    def handshake_recv(self, peer: int, size: int) -> bytes:
+        buffer = torch.empty(size, dtype=torch.uint8)
+        try:
+            dist.recv(buffer, src=peer)
+        except Exception as error:
+            raise self.handshake_failure(peer, error) from None
+        return buffer.numpy().tobytes()
+
+    def handshake_failure(self, peer: int, error: BaseException) -> StageFailure:
+        return StageFailure(f"{self.name}: {self.who(peer)} did not complete the run-key "
+                            f"handshake ({self.describe(error)})")
 
     def clock(self) -> float:
         """Seconds since rank 0's start (wall clocks: see docs/runtime.md on clocks)."""
@@ -140,75 +250,87 @@ class Rank:
 
     # ----- threads ---------------------------------------------------------------------------
 
-    def peer_error(self, link: int, peer: int, error: BaseException) -> str:
+    @staticmethod
+    def describe(error: BaseException) -> str:
         text = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        text = text.split(". This is typically")[0].split("] ", 1)[-1]  # gloo's source path
-        who = f"stage {peer} ({self.config.devices[peer].name})"
+        return text.split(". This is typically")[0].split("] ", 1)[-1]  # gloo's source path
+
+    def peer_error(self, where: str, peer: int, error: BaseException) -> str:
+        text = self.describe(error)
         if "timed out" in text.lower() or "timeout" in text.lower():
-            cause = f"no answer from {who} on link {link} within {self.options.timeout_s:g} s"
+            cause = (f"no answer from {self.who(peer)} {where} within "
+                     f"{self.options.timeout_s:g} s")
         else:
-            cause = f"{who} on link {link} is gone or the link broke ({text})"
+            cause = f"{self.who(peer)} {where} is gone or the link broke ({text})"
         return f"{self.name}: {cause}"
 
+    def wait_put(self, box: queue.Queue, item: Any) -> None:
+        """Put `item` into a bounded queue, waiting for room while the run is healthy."""
+        while True:
+            try:
+                box.put(item, timeout=POLL_S)
+                return
+            except queue.Full:
+                self.failure.check()
+
     def receive_loop(self) -> None:
-        link, peer = self.rank - 1, self.rank - 1
-        group = self.link_groups[link]
+        assert self.inlink is not None
+        channel = self.inlink
         try:
-            while True:
-                header = torch.zeros(3, dtype=torch.int64)
-                dist.recv(header, src=peer, group=group)
-                length, microbatch, bits = (int(v) for v in header.tolist())
-                if length == 0:
-                    self.inbox.put(END)
-                    return
-                if length < 0 or length > 1 << 31:
-                    raise StageFailure(
-                        f"{self.name}: corrupt header on link {link} (frame of {length} bytes)"
-                    )
-                frame = torch.empty(length, dtype=torch.uint8)
-                dist.recv(frame, src=peer, group=group)
+            while (item := channel.recv_frame()) is not None:
                 arrived = self.clock()
-                dist.send(torch.tensor([microbatch], dtype=torch.int64), dst=peer, group=group)
-                self.records.link_arrive[microbatch, link] = arrived
-                self.inbox.put((microbatch, bits, frame))
-        except StageFailure as error:
-            self.failure.set(str(error))
+                microbatch = item[0]
+                self.wait_put(self.inbox, item)
+                channel.send_number(b"ack", microbatch)
+                self.records.link_arrive[microbatch, channel.link] = arrived
+            self.wait_put(self.inbox, END)
+            return
+        except (StageFailure, ForgedMessage) as error:
+            message = str(error)
+            self.failure.set(message if isinstance(error, StageFailure) else
+                             f"{self.name}: {message}")
         except Exception as error:
-            self.failure.set(self.peer_error(link, peer, error))
+            self.failure.set(self.peer_error(f"on link {channel.link}", channel.peer, error))
+        with self.inbox.mutex:
+            self.inbox.queue.clear()
         self.inbox.put(END)
 
     def send_loop(self) -> None:
-        assert self.sender is not None
-        link, peer = self.rank, self.rank + 1
-        group = self.link_groups[link]
+        assert self.sender is not None and self.outlink is not None
+        channel = self.outlink
         try:
             while True:
                 item = self.outbox.get()
                 if item is END:
-                    dist.send(torch.zeros(3, dtype=torch.int64), dst=peer, group=group)
+                    channel.send_end()
                     return
                 microbatch, bits, frame = item
                 start = self.clock()
-                header = torch.tensor([len(frame), microbatch, bits], dtype=torch.int64)
-                dist.send(header, dst=peer, group=group)
-                dist.send(torch.frombuffer(frame, dtype=torch.uint8), dst=peer, group=group)
-                ack = torch.zeros(1, dtype=torch.int64)
-                dist.recv(ack, src=peer, group=group)
+                if self.fault_kind == "forge" and microbatch == self.fault_at:
+                    forger = Channel(channel.group, channel.peer, channel.link,
+                                     Session(secrets.token_bytes(32), b"another run"))
+                    forger.send_frame(microbatch, bits, frame)  # testing aid: a forged frame
+                else:
+                    channel.send_frame(microbatch, bits, frame)
+                acked = channel.recv_number(b"ack")
                 send_s = self.clock() - start
-                if int(ack.item()) != microbatch:
+                if acked != microbatch:
                     raise StageFailure(
-                        f"{self.name}: link {link} acknowledged microbatch {int(ack.item())} "
+                        f"{self.name}: link {channel.link} acknowledged microbatch {acked} "
                         f"while {microbatch} was sent"
                     )
                 with self.sender_lock:
                     self.sender.delivered(len(frame), send_s)
                     self.sender.dequeue()
-                self.records.link_bits[microbatch, link] = bits
-                self.records.link_bytes[microbatch, link] = len(frame)
+                self.outbox_budget.give(len(frame))
+                self.records.link_bits[microbatch, channel.link] = bits
+                self.records.link_bytes[microbatch, channel.link] = len(frame)
         except StageFailure as error:
             self.failure.set(str(error))
+        except ForgedMessage as error:
+            self.failure.set(f"{self.name}: {error}")
         except Exception as error:
-            self.failure.set(self.peer_error(link, peer, error))
+            self.failure.set(self.peer_error(f"on link {channel.link}", channel.peer, error))
 
     # ----- the compute loop ------------------------------------------------------------------
 
@@ -235,8 +357,7 @@ class Rank:
         while count is None or microbatch < count:
             if closed:
                 while microbatch - credits >= source.max_in_flight:
-                    credit = torch.zeros(1, dtype=torch.int64)
-                    self.recv_credit(credit)
+                    self.recv_credit()
                     credits += 1
                 t = self.clock()
             else:
@@ -244,20 +365,23 @@ class Rank:
                 self.failure.event.wait(max(0.0, t - self.clock()))
             self.failure.check()
             if duration is not None and t >= duration:
+                self.ended_by_duration = True
                 break
             yield microbatch, t, data[microbatch % len(data)]
             microbatch += 1
         if closed:
             while credits < microbatch:
-                self.recv_credit(torch.zeros(1, dtype=torch.int64))
+                self.recv_credit()
                 credits += 1
 
-    def recv_credit(self, credit: torch.Tensor) -> None:
+    def recv_credit(self) -> None:
         try:
-            dist.recv(credit, src=self.world - 1, group=self.credit_group)
+            self.credits.recv_number(b"credit")
+        except ForgedMessage as error:
+            self.failure.set(f"{self.name}: {error}")
+            raise StageFailure(self.failure.message) from None
         except Exception as error:
-            self.failure.set(self.peer_error(-1, self.world - 1, error).replace(
-                "on link -1", "(credits)"))
+            self.failure.set(self.peer_error("on the credit channel", self.world - 1, error))
             raise StageFailure(self.failure.message) from None
 
     def inbox_items(self):
@@ -274,7 +398,7 @@ class Rank:
                 return
             microbatch, _bits, frame = item
             try:
-                carry = decode_carry(frame.numpy().tobytes())
+                carry = decode_carry(frame)
             except PacketError as error:
                 raise StageFailure(
                     f"{self.name}: corrupt frame for microbatch {microbatch} from stage "
@@ -294,6 +418,8 @@ class Rank:
             self.records.stage_start[microbatch, self.rank] = start
             with torch.no_grad():
                 out = self.stage(carry)
+            if self.fault_kind == "slow":
+                time.sleep(self.fault_at / 1000)  # testing aid: a stage slower than its input
             if self.last:
                 assert self.sink is not None
                 self.sink.add(microbatch, out["hidden"])
@@ -310,6 +436,7 @@ class Rank:
             if self.fault_kind == "corrupt" and microbatch == self.fault_at:
                 frame[len(frame) // 2] ^= 0xFF  # testing aid: one flipped byte on the wire
             self.records.stage_end[microbatch, self.rank] = self.clock()
+            self.outbox_budget.take(len(frame))
             with self.sender_lock:
                 self.sender.enqueue(len(frame))
             self.outbox.put((microbatch, bits, frame))
@@ -317,10 +444,9 @@ class Rank:
 
     def send_credit(self, microbatch: int) -> None:
         try:
-            dist.send(torch.tensor([microbatch], dtype=torch.int64), dst=0,
-                      group=self.credit_group)
+            self.credits.send_number(b"credit", microbatch)
         except Exception as error:
-            self.failure.set(self.peer_error(-1, 0, error).replace("on link -1", "(credits)"))
+            self.failure.set(self.peer_error("on the credit channel", 0, error))
             raise StageFailure(self.failure.message) from None
 
     # ----- a whole run -----------------------------------------------------------------------
@@ -332,6 +458,8 @@ class Rank:
             self.connect()
             if self.rank > 0:
                 threads.append(threading.Thread(target=self.receive_loop, daemon=True))
+                threads.append(threading.Thread(target=self.heartbeat, name="heartbeat",
+                                                daemon=True))
             if not self.last:
                 threads.append(threading.Thread(target=self.send_loop, daemon=True))
             for thread in threads:
@@ -340,19 +468,41 @@ class Rank:
             if not self.last:
                 self.outbox.put(END)
             for thread in threads:
-                thread.join(self.options.timeout_s + 5)
+                if thread.name != "heartbeat":
+                    thread.join()  # each of its waits has the timeout: it ends
             self.failure.check()
-            if any(thread.is_alive() for thread in threads):
-                raise StageFailure(f"{self.name}: a link thread did not finish")
             reports = self.gather(self.report(None))
         except Exception as error:
-            message = str(error) if isinstance(error, StageFailure) else (
+            message = str(error) if isinstance(error, (StageFailure, AuthError)) else (
                 self.failure.message or f"{self.name}: {type(error).__name__}: {error}")
             print(f"quantpipe runtime: {message}", file=sys.stderr, flush=True)
             self.finish([self.report(message)])
             return 1
         self.finish(reports)
         return 0  # no destroy_process_group: it can block on a vanished peer; the process exits
+
+    def interrupt(self, signum: signal.Signals) -> None:
+        """Ctrl-C or SIGTERM (from the watcher thread): save what was measured, then exit."""
+        when = f"t = {self.clock():.1f} s" if self.t0 else "before the run started"
+        message = f"{self.name}: interrupted at {when} ({signum.name})"
+        self.failure.set(message)
+        print(f"quantpipe runtime: {message}", file=sys.stderr, flush=True)
+        report = self.report(message)
+        report["interrupted_at_s"] = self.clock() if self.t0 else 0.0
+        self.finish([report])
+        sys.stderr.flush()
+        os._exit(130)
+
+    def heartbeat(self) -> None:
+        """A counter in rank 0's store that rank 0 watches while it waits for this rank's
+        report: a stage still working is waited for, a silent one is given up on."""
+        try:
+            store = dist.TCPStore(self.options.master_addr, self.options.master_port,
+                                  self.world, False, timedelta(seconds=self.options.timeout_s))
+            while not self.reported.wait(HEARTBEAT_S):
+                store.add(f"{STORE_PREFIX}alive/{self.rank}", 1)
+        except Exception:
+            return  # rank 0 has gone: its store with it
 
     def report(self, error: str | None) -> dict[str, Any]:
         for _ in range(5):  # link threads may still write after a fault
@@ -367,28 +517,46 @@ class Rank:
                 "sink": self.sink.result() if self.sink is not None else None}
 
     def gather(self, mine: dict[str, Any]) -> list[dict[str, Any]]:
-        """Every rank's report at rank 0 (JSON bytes over gloo: a report, not microbatch data)."""
+        """Every rank's report at rank 0, through rank 0's store, each with its tag."""
         if self.rank != 0:
-            data = json.dumps(mine).encode()
-            dist.send(torch.tensor([len(data)], dtype=torch.int64), dst=0)
-            dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst=0)
+            body = json.dumps(mine).encode()
+            self.reported.set()
+            self.store.set(f"{STORE_PREFIX}report/{self.rank}",
+                           self.session.tag(b"report", self.rank, body) + body)
             return [mine]
-        reports = [mine]
-        for rank in range(1, self.world):
-            length = torch.zeros(1, dtype=torch.int64)
-            dist.recv(length, src=rank)
-            data = torch.empty(int(length.item()), dtype=torch.uint8)
-            dist.recv(data, src=rank)
-            reports.append(json.loads(data.numpy().tobytes()))
-        return reports
+        return [mine, *(self.await_report(rank) for rank in range(1, self.world))]
+
+    def await_report(self, rank: int) -> dict[str, Any]:
+        """Rank `rank`'s report, waiting as long as its heartbeat goes on."""
+        key, alive = f"{STORE_PREFIX}report/{rank}", f"{STORE_PREFIX}alive/{rank}"
+        beats, seen = -1, time.monotonic()
+        while not self.store.check([key]):
+            now = self.store.add(alive, 0)
+            if now != beats:
+                beats, seen = now, time.monotonic()
+            elif time.monotonic() - seen > self.options.timeout_s:
+                raise StageFailure(f"{self.name}: no report from {self.who(rank)} and no sign "
+                                   f"of life for {self.options.timeout_s:g} s")
+            time.sleep(POLL_S)
+        data = self.store.get(key)
+        tag, body = data[:self.session.tag_bytes], data[self.session.tag_bytes:]
+        if not self.session.valid(tag, b"report", rank, body):
+            raise StageFailure(f"{self.name}: the report of {self.who(rank)} fails its "
+                               "authentication tag (forged, or sent with another run key)")
+        return json.loads(body)
 
     def finish(self, reports: list[dict[str, Any]]) -> None:
-        out = self.options.out
-        if out is None:
-            return
-        write_rank_report(out, reports[0])
-        if self.rank == 0:
-            write_merged(out, self.plan, reports, self.limits()[0])
+        with self.finish_lock:
+            if self.finished:
+                return
+            self.finished = True
+            out = self.options.out
+            if out is None:
+                return
+            write_rank_report(out, reports[0])
+            if self.rank == 0:
+                duration = self.limits()[0] if self.ended_by_duration else None
+                write_merged(out, self.plan, reports, duration)
 
 
 class SinkMetric:
@@ -444,8 +612,13 @@ class SinkMetric:
 
 
 def run_rank(config: Config, options: RankOptions) -> int:
-    """Run one rank; its exit code. A fault leaves daemon threads blocked in gloo: the caller
-    exits the process at once (`os._exit`) rather than waiting for them. The process keeps its
-    large freed buffers (`heap.keep_large_allocations`): every microbatch has the same shapes."""
+    """Run one rank (from the main thread); its exit code. A fault leaves daemon threads blocked
+    in gloo: the caller exits the process at once (`os._exit`) rather than waiting for them.
+    Ctrl-C or SIGTERM, or the death of the process that started it, saves the rank's report and
+    exits with 130. The process keeps its large freed buffers (`heap.keep_large_allocations`):
+    every microbatch has the same shapes."""
     keep_large_allocations()
-    return Rank(config, options).run()
+    die_with_parent()
+    rank = Rank(config, options)
+    watch_interrupts(rank.interrupt)
+    return rank.run()
