@@ -39,7 +39,7 @@ def test_the_run_key_comes_from_a_file_or_the_environment_never_too_short(tmp_pa
     assert load_run_key(None, {}) is None
     with pytest.raises(AuthError, match="at least 16 bytes"):
         load_run_key(None, {KEY_ENV: "short"})
-    with pytest.raises(AuthError, match="--key-file .*missing"):
+    with pytest.raises(AuthError, match=r"--key-file .*missing"):
         load_run_key(tmp_path / "missing", {})
 
 
@@ -67,6 +67,13 @@ def test_the_handshake_admits_the_key_holder_and_refuses_everyone_else():
     forged = Handshake(b"y" * 32).proof_of_rank0(1, hello, genuine)
     assert "not this run's rank 0" in Handshake(KEY).check_proof(1, hello, genuine, forged)
     assert "has none" in Handshake(KEY).check_hello(1, Handshake(None).hello(salt))
+
+
+def test_ranks_with_different_configurations_refuse_each_other_by_name():
+    rank0, other = Handshake(KEY, b"a" * 32), Handshake(KEY, b"b" * 32)
+    hello = rank0.hello(b"s" * 32)
+    assert "another configuration" in other.check_hello(1, hello)
+    assert "another configuration" in rank0.check_answer(1, hello, other.answer(1, hello))
 
 
 def test_tags_bind_the_message_its_fields_and_the_run():

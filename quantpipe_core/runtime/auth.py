@@ -106,24 +106,27 @@ class Session:
 
 class Handshake:
     """The messages of the challenge-response between rank 0 and rank ``r`` (pure functions of
-    the key, so both sides and the tests compute the same thing)."""
+    the key, so both sides and the tests compute the same thing).
 
-    HELLO_BYTES = 1 + NONCE_BYTES  # keyed flag, salt
-    ANSWER_BYTES = 1 + NONCE_BYTES + TAG_BYTES  # keyed flag, nonce, proof
+    Each side also states the digest of the configuration it runs, so that ranks started with
+    different config files refuse each other by name instead of failing on the first frame.
+    """
+
+    DIGEST_BYTES = 32
+    HELLO_BYTES = 1 + NONCE_BYTES + DIGEST_BYTES  # keyed flag, salt, config digest
+    ANSWER_BYTES = 1 + NONCE_BYTES + DIGEST_BYTES + TAG_BYTES  # keyed flag, nonce, digest, proof
     PROOF_BYTES = TAG_BYTES
 
-    def __init__(self, key: bytes | None) -> None:
-        self.key = key
+    def __init__(self, key: bytes | None, config_digest: bytes = bytes(DIGEST_BYTES)) -> None:
+        self.key, self.digest = key, config_digest
 
     def hello(self, salt: bytes) -> bytes:
-        return bytes([self.key is not None]) + salt
+        return bytes([self.key is not None]) + salt + self.digest
 
     def answer(self, rank: int, hello: bytes) -> bytes:
-        """Rank `rank`'s answer to rank 0's hello: its nonce and its proof of the key."""
-        nonce = secrets.token_bytes(NONCE_BYTES)
-        proof = (_mac(self.key, b"quantpipe rank", rank, hello[1:], nonce)
-                 if self.key is not None else bytes(TAG_BYTES))
-        return bytes([self.key is not None]) + nonce + proof
+        """Rank `rank`'s answer to rank 0's hello: its nonce, its config and its proof."""
+        stated = bytes([self.key is not None]) + secrets.token_bytes(NONCE_BYTES) + self.digest
+        return stated + self._proof(b"quantpipe rank", rank, hello[1:], stated[1:])
 
     def check_answer(self, rank: int, hello: bytes, answer: bytes) -> str | None:
         """Why rank 0 refuses `answer`, or None."""
@@ -132,29 +135,33 @@ class Handshake:
         refusal = _keyed_mismatch(self.key is not None, bool(answer[0]), rank)
         if refusal:
             return refusal
-        if self.key is None:
-            return None
-        nonce, proof = answer[1:1 + NONCE_BYTES], answer[1 + NONCE_BYTES:]
-        expected = _mac(self.key, b"quantpipe rank", rank, hello[1:], nonce)
-        return None if hmac.compare_digest(proof, expected) else (
-            "could not prove it holds the run key (an impostor, or a different key)")
+        stated, proof = answer[1:-TAG_BYTES], answer[-TAG_BYTES:]
+        if not hmac.compare_digest(proof, self._proof(b"quantpipe rank", rank, hello[1:], stated)):
+            return "could not prove it holds the run key (an impostor, or a different key)"
+        if stated[NONCE_BYTES:] != self.digest:
+            return "runs another configuration (its config file differs from stage 0's)"
+        return None
 
     def proof_of_rank0(self, rank: int, hello: bytes, answer: bytes) -> bytes:
-        if self.key is None:
-            return bytes(TAG_BYTES)
-        return _mac(self.key, b"quantpipe rank0", rank, answer[1:1 + NONCE_BYTES], hello[1:])
+        return self._proof(b"quantpipe rank0", rank, answer[1:-TAG_BYTES], hello[1:])
 
     def check_hello(self, rank: int, hello: bytes) -> str | None:
         """Why rank `rank` refuses rank 0's hello, or None."""
         if len(hello) != self.HELLO_BYTES:
             return "stage 0 sent no valid run-key challenge"
-        return _keyed_mismatch(bool(hello[0]), self.key is not None, rank)
+        refusal = _keyed_mismatch(bool(hello[0]), self.key is not None, rank)
+        if refusal is None and hello[1 + NONCE_BYTES:] != self.digest:
+            refusal = "stage 0 runs another configuration (its config file differs from this one)"
+        return refusal
 
     def check_proof(self, rank: int, hello: bytes, answer: bytes, proof: bytes) -> str | None:
         """Why rank ``r`` refuses rank 0's proof, or None."""
         if hmac.compare_digest(proof, self.proof_of_rank0(rank, hello, answer)):
             return None
         return "stage 0 could not prove it holds the run key: not this run's rank 0"
+
+    def _proof(self, label: bytes, *parts: int | bytes) -> bytes:
+        return bytes(TAG_BYTES) if self.key is None else _mac(self.key, label, *parts)
 
 
 def _keyed_mismatch(rank0_keyed: bool, peer_keyed: bool, rank: int) -> str | None:

@@ -17,6 +17,8 @@ microbatch to rank 0 on a group of its own (control, not microbatch data).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import os
 import queue
@@ -64,6 +66,21 @@ HEARTBEAT_S = 1.0
 INBOX_FRAMES = 2  # frames received but not yet computed; a full inbox holds the ack back
 OUTBOX_BYTES = 64 << 20  # encoded frames waiting for the link (always room for one)
 STORE_PREFIX = "quantpipe/"
+
+
+def config_digest(plan: RuntimePlan) -> bytes:
+    """What every rank must agree on: the model and its cuts, the codec, the policy, the source
+    and the devices. Paths (a model folder, the links' traces) may differ between devices."""
+    config = plan.config
+    agreed = {
+        "model": [Path(config.model.name).name, config.model.microbatch, config.model.tokens],
+        "cuts": list(plan.cuts),
+        "quant": dataclasses.asdict(config.quant),
+        "policy": dataclasses.asdict(config.policy),
+        "source": dataclasses.asdict(config.source),
+        "devices": [device.name for device in config.devices],
+    }
+    return hashlib.sha256(json.dumps(agreed, sort_keys=True, default=str).encode()).digest()
 
 
 class StageFailure(RuntimeError):
@@ -205,7 +222,7 @@ class Rank:
 
     def authenticate(self) -> Session:
         """The challenge-response of `auth.Handshake`, before any activation flows."""
-        handshake = Handshake(self.options.key)
+        handshake = Handshake(self.options.key, config_digest(self.plan))
         if self.rank == 0:
             salt = secrets.token_bytes(NONCE_BYTES)
             for peer in range(1, self.world):
@@ -224,7 +241,7 @@ class Rank:
             self.rank, hello, answer, self.handshake_recv(0, Handshake.PROOF_BYTES))
         if refusal:
             raise StageFailure(f"{self.name}: refused to run: {refusal}")
-        return Session(self.options.key, hello[1:])
+        return Session(self.options.key, hello[1:1 + NONCE_BYTES])
 
     def handshake_send(self, peer: int, data: bytes) -> None:
         try:
