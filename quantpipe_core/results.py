@@ -27,11 +27,14 @@ from quantpipe_core.utility import Utility, log_value
 
 TARGET_MET_SHARE = 0.95  # an interval meets the target when the sink got 95 % of it
 RUN_FILES = ("timeline.csv", "windows.csv", "summary.json", "plot.png")
+MAX_PLOT_BINS = 100_000  # of the delivered-rate plot: finer metrics intervals are merged there
 
 
 @dataclass
 class WindowRecord:
-    """One policy window on one link: when it ran, its bits, what the sender had measured."""
+    """One policy window on one link: when it ran, its bits, what the sender had measured, and
+    how many of its microbatches the stage encoded (``used``; None: all, as a record that does
+    not say): a run that ends mid-window encoded only the first ones."""
 
     link: int
     window_index: int
@@ -39,11 +42,19 @@ class WindowRecord:
     t_end_s: float | None
     bits: list[int]
     measured_mbps: float | None
+    used: int | None = None
+
+    def sent_bits(self) -> list[int]:
+        """The bits of the microbatches the stage encoded in this window."""
+        return self.bits if self.used is None else self.bits[: self.used]
 
 
 @dataclass
 class Records:
-    """Times and bits per microbatch (keyed by microbatch, or (microbatch, stage/link))."""
+    """Times and bits per microbatch (keyed by microbatch, or (microbatch, stage/link)).
+
+    ``items`` holds the item count of a microbatch that is not full (the last of a data set);
+    every other one holds `RunInfo.items_per_microbatch`."""
 
     t_source: dict[int, float] = field(default_factory=dict)
     stage_start: dict[tuple[int, int], float] = field(default_factory=dict)
@@ -53,6 +64,17 @@ class Records:
     link_arrive: dict[tuple[int, int], float] = field(default_factory=dict)
     t_sink: dict[int, float] = field(default_factory=dict)
     windows: list[WindowRecord] = field(default_factory=list)
+    items: dict[int, int] = field(default_factory=dict)
+
+    def items_of(self, microbatch: int, full: int) -> int:
+        """Items in `microbatch`, `full` unless recorded otherwise."""
+        return self.items.get(microbatch, full)
+
+    def sent_bits(self, link: int) -> list[int]:
+        """The bits of every microbatch the sending stage of `link` encoded, in order: what its
+        policy chose and windows.csv shows, delivered or not."""
+        mine = sorted((w for w in self.windows if w.link == link), key=lambda w: w.window_index)
+        return [b for w in mine for b in w.sent_bits()]
 
 
 @dataclass(frozen=True)
@@ -87,16 +109,19 @@ def timeline_rows(records: Records, stages: int) -> list[dict[str, Any]]:
 
 
 def window_rows(records: Records, info: RunInfo) -> list[dict[str, Any]]:
-    arrival_lists: dict[int, list[float]] = {}
-    for (_, link), t in records.link_arrive.items():
-        arrival_lists.setdefault(link, []).append(t)
-    arrivals = {k: np.sort(np.array(v)) for k, v in arrival_lists.items()}
+    arrival_lists: dict[int, list[tuple[float, int]]] = {}
+    for (mb, link), t in records.link_arrive.items():
+        arrival_lists.setdefault(link, []).append(
+            (t, records.items_of(mb, info.items_per_microbatch)))
+    arrivals = {k: np.array(sorted(v)).reshape(-1, 2) for k, v in arrival_lists.items()}
     rows = []
     for w in records.windows:
         end = info.duration_s if w.t_end_s is None else w.t_end_s
         span = end - w.t_start_s
-        times = arrivals.get(w.link, np.empty(0))
-        delivered = np.searchsorted(times, end) - np.searchsorted(times, w.t_start_s)
+        times, items = arrivals.get(w.link, np.empty((0, 2))).T
+        counted = np.concatenate([[0], np.cumsum(items.astype(np.int64))])
+        delivered = int(counted[np.searchsorted(times, end)]
+                        - counted[np.searchsorted(times, w.t_start_s)])
         trace = None
         if info.trace_mbps is not None and span > 0:
             trace = info.trace_mbps[w.link](w.t_start_s, end)
@@ -108,20 +133,25 @@ def window_rows(records: Records, info: RunInfo) -> list[dict[str, Any]]:
             "bits": float(np.mean(w.bits)),
             "measured_mbps": w.measured_mbps,
             "trace_mbps": trace,
-            "delivered_items_per_s": (
-                delivered * info.items_per_microbatch / span if span > 0 else None
-            ),
+            "delivered_items_per_s": delivered / span if span > 0 else None,
         })
     return rows
 
 
 def summary(records: Records, info: RunInfo) -> dict[str, Any]:
+    """The run's figures. Items, latency, accuracy, ``mean_bits`` and ``switches`` count the
+    microbatches the sink received within the run; ``encoded_mean_bits`` and
+    ``encoded_switches`` count every microbatch a stage encoded (what its policy chose, as
+    windows.csv shows), so a backlog at the end does not hide what the policy did."""
     done = sorted(mb for mb in records.t_sink if records.t_sink[mb] <= info.duration_s)
     latencies = np.array([records.t_sink[mb] - records.t_source[mb] for mb in done])
-    items = len(done) * info.items_per_microbatch
+    done_items = [records.items_of(mb, info.items_per_microbatch) for mb in done]
+    items = sum(done_items)
     links = info.stages - 1
     per_link_bits = [[records.link_bits[mb, k] for mb in done] for k in range(links)]
     all_bits = [b for bits in per_link_bits for b in bits]
+    encoded = [records.sent_bits(k) for k in range(links)]
+    all_encoded = [b for bits in encoded for b in bits]
     accuracy = None
     if info.accuracy_of is not None and done:
         values = [info.accuracy_of([records.link_bits[mb, k] for k in range(links)])
@@ -141,27 +171,68 @@ def summary(records: Records, info: RunInfo) -> dict[str, Any]:
     for k, bits in enumerate(per_link_bits):
         link_figures.append({
             "link": k,
-            "mean_bits": float(np.mean(bits)) if bits else None,
+            "mean_bits": mean_or_none(bits),
             "switches": switches(bits),
             "bytes": int(sum(records.link_bytes[mb, k] for mb in done)),
+            "encoded_mean_bits": mean_or_none(encoded[k]),
+            "encoded_switches": switches(encoded[k]),
         })
+    met = target_met_fraction([records.t_sink[mb] for mb in done], info, done_items)
     return {
         "throughput_items_per_s": items / info.duration_s if info.duration_s > 0 else 0.0,
         "target_rate_items_per_s": info.target_rate_items_per_s,
-        "target_met_fraction": target_met_fraction(
-            [records.t_sink[mb] for mb in done], info
-        ),
-        "mean_bits": float(np.mean(all_bits)) if all_bits else None,
+        "target_met_fraction": met,
+        "mean_bits": mean_or_none(all_bits),
         "expected_accuracy": accuracy,
         "measured_accuracy": None,
         "latency_p50_s": float(np.percentile(latencies, 50)) if done else None,
         "latency_p95_s": float(np.percentile(latencies, 95)) if done else None,
         "bits_switches": sum(f["switches"] for f in link_figures),
+        "encoded_mean_bits": mean_or_none(all_encoded),
+        "encoded_bits_switches": sum(f["encoded_switches"] for f in link_figures),
         "items_completed": items,
         "utility": scored,
         "links": link_figures,
         "run": dict(info.record),
+        "notes": summary_notes(records, info, done, met),
     }
+
+
+def summary_notes(
+    records: Records, info: RunInfo, done: Sequence[int], met: float | None
+) -> list[str]:
+    """What a reader of a summary must know to trust its zeros and nulls."""
+    said = []
+    if not done:
+        late = [t for t in records.t_sink.values() if t > info.duration_s]
+        when = f" (the first arrived at {min(late):.3g} s)" if late else ""
+        said.append(
+            f"no microbatch reached the sink within the run's {info.duration_s:g} s{when}: the "
+            "run (or its trace) is shorter than a microbatch's trip through the pipeline"
+        )
+    if met is None:
+        said.append(
+            f"target_met_fraction is null: the run's {info.duration_s:g} s hold fewer than two "
+            f"metrics intervals of {info.metrics_interval_s:g} s (the first is warm-up)"
+        )
+    for k in range(info.stages - 1):
+        window = max((len(w.bits) for w in records.windows if w.link == k), default=0)
+        arrived = sum(1 for (_, link), t in records.link_arrive.items()
+                      if link == k and t <= info.duration_s)
+        waiting = len(records.sent_bits(k)) - arrived
+        if window and waiting > window:
+            bits = records.sent_bits(k)
+            said.append(
+                f"link {k}: {waiting} encoded microbatches were not delivered by the end (a "
+                f"backlog); counting them, as windows.csv does, the link's mean bits are "
+                f"{np.mean(bits):.2f} and its switches {switches(bits)} (encoded_mean_bits, "
+                "encoded_switches)"
+            )
+    return said
+
+
+def mean_or_none(values: Sequence[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def switches(bits: Sequence[int]) -> int:
@@ -169,16 +240,29 @@ def switches(bits: Sequence[int]) -> int:
     return int(sum(a != b for a, b in pairwise(bits)))
 
 
-def target_met_fraction(sink_times: Sequence[float], info: RunInfo) -> float | None:
+def target_met_fraction(
+    sink_times: Sequence[float], info: RunInfo, items: Sequence[int] | None = None
+) -> float | None:
     """Share of whole metrics intervals, the first excluded (warm-up), in which the sink got at
-    least 95 % of the target's items."""
+    least 95 % of the target's items. `items` are those of each sink time (default: full
+    microbatches). Counted over the intervals that received something, so a tiny interval
+    (1e-9 s) costs nothing."""
     interval = info.metrics_interval_s
     count = int(info.duration_s // interval)
     if count < 2:
         return None
-    received = np.bincount((np.array(sink_times) // interval).astype(int), minlength=count)
-    items = received[1:count] * info.items_per_microbatch
-    return float(np.mean(items >= TARGET_MET_SHARE * info.target_rate_items_per_s * interval))
+    if items is None:
+        items = [info.items_per_microbatch] * len(sink_times)
+    which, position = np.unique((np.array(sink_times) // interval).astype(np.int64),
+                                return_inverse=True)
+    received = np.bincount(position, weights=np.asarray(items, dtype=float),
+                           minlength=which.size)
+    needed = TARGET_MET_SHARE * info.target_rate_items_per_s * interval
+    inside = (which >= 1) & (which < count)
+    met = int(np.sum(received[inside] >= needed))
+    if needed <= 0:  # an interval that received nothing meets a target of nothing too
+        met += count - 1 - int(np.sum(inside))
+    return met / (count - 1)
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -238,13 +322,13 @@ def plot(path: Path, windows: list[dict[str, Any]], records: Records, info: RunI
         axes[0].step(t, [w["measured_mbps"] for w in rows], where="post", linestyle="--",
                      label=f"link {link} measured")
         axes[1].step(t, [w["bits"] for w in rows], where="post", label=f"link {link}")
-    sinks = np.sort(np.array(list(records.t_sink.values())))
+    sinks = np.array(list(records.t_sink.values()))
     if len(sinks):
-        interval = info.metrics_interval_s
+        items = [records.items_of(mb, info.items_per_microbatch) for mb in records.t_sink]
+        interval = max(info.metrics_interval_s, info.duration_s / MAX_PLOT_BINS)
         edges = np.arange(0, info.duration_s + interval, interval)
-        counts, _ = np.histogram(sinks, bins=edges)
-        axes[2].step(edges[:-1], counts * info.items_per_microbatch / interval, where="post",
-                     label="delivered")
+        counts, _ = np.histogram(sinks, bins=edges, weights=items)
+        axes[2].step(edges[:-1], counts / interval, where="post", label="delivered")
     axes[2].axhline(info.target_rate_items_per_s, color="grey", linestyle=":", label="target")
     axes[0].set_ylabel("Mbit/s")
     axes[1].set_ylabel("bits")

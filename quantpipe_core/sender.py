@@ -6,11 +6,19 @@ the same way in both: only transfers already delivered count.
 
 from __future__ import annotations
 
+import time
+import warnings
 from collections.abc import Sequence
 
 from quantpipe_core.plan import LinkSpec, SourceSpec
 from quantpipe_core.policy import Observation, check_decision
 from quantpipe_core.results import Records, WindowRecord
+
+SLOW_DECISION_S = 1.0  # of wall time for one decision: a run of many windows will take long
+
+
+class SlowPolicyWarning(UserWarning):
+    """A policy's decisions take long enough of wall time to make the run long."""
 
 
 class LinkSender:
@@ -29,11 +37,15 @@ class LinkSender:
         self.queued = 0  # packets waiting for the link
         self.queued_bytes = 0  # bytes handed to the link and not delivered yet (in flight too)
         self.last_window: WindowRecord | None = None  # records.windows holds every link's
+        self.expected_windows: int | None = None  # decisions this run will ask for, if known
+        self.warned_slow = False
 
     def bits_for_next(self, now: float) -> int:
         """The bitwidth of the next microbatch; asks the policy at each window's start."""
         if not self.schedule:
             self._decide(now)
+        assert self.last_window is not None and self.last_window.used is not None
+        self.last_window.used += 1
         return self.schedule.pop(0)
 
     def enqueue(self, nbytes: int) -> None:
@@ -76,11 +88,30 @@ class LinkSender:
             utility=self.spec.utility,
             compute_path_s=self.spec.compute_path_s,
         )
+        started = time.perf_counter()
         self.schedule = check_decision(self.spec.policy.decide(obs), obs)
+        self._warn_if_slow(time.perf_counter() - started)
         if last is not None:
             last.t_end_s = now
         self.window_index += 1
         self.last_window = WindowRecord(self.index, self.window_index, now, None,
-                                        list(self.schedule), self.measured)
+                                        list(self.schedule), self.measured, used=0)
         self.records.windows.append(self.last_window)
         self.delivered_bytes, self.delivered_s = 0, 0.0
+
+    def _warn_if_slow(self, seconds: float) -> None:
+        """Warn once when one decision took `SLOW_DECISION_S` or more of wall time, with what
+        the run's decisions will take at that pace (a 10 s policy turns 180 simulated seconds
+        into an hour)."""
+        if seconds < SLOW_DECISION_S or self.warned_slow:
+            return
+        self.warned_slow = True
+        total = ""
+        if self.expected_windows is not None:
+            minutes = seconds * self.expected_windows / 60
+            total = (f"; this run asks it about {self.expected_windows} times on this link: "
+                     f"about {minutes:.3g} min of decisions")
+        warnings.warn(
+            f"link {self.index}: the policy took {seconds:.3g} s of wall time for one "
+            f"decision{total}", SlowPolicyWarning, stacklevel=2,
+        )

@@ -13,6 +13,8 @@ Everything here is already resolved (times in seconds, bytes per bitwidth, trace
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Sequence
 
 import simpy
@@ -20,6 +22,48 @@ import simpy
 from quantpipe_core.plan import LinkSpec, SourceSpec, StageSpec
 from quantpipe_core.results import Records
 from quantpipe_core.sender import LinkSender
+from quantpipe_core.trace import size_text
+
+# A run's microbatches: each holds a few hundred bytes of records per stage and takes tens of
+# microseconds to simulate, so a run of 1e10 (a target of 1e9 items/s, a trace of 1e300 s) is
+# refused before it starts, and one of more than a few hundred thousand is announced.
+MAX_MICROBATCHES = 5_000_000
+WARN_MICROBATCHES = 500_000
+BYTES_PER_STAGE = 300  # records of one microbatch at one stage
+SECONDS_PER_STAGE = 15e-6  # wall time to simulate one microbatch at one stage
+
+
+class RunSizeError(ValueError):
+    """A run that would simulate more microbatches than the budget."""
+
+
+class RunSizeWarning(UserWarning):
+    """A run that will take a lot of memory or time: its estimate."""
+
+
+def expected_microbatches(source: SourceSpec, until_s: float) -> float:
+    """Microbatches the source offers in `until_s` at the target rate (the open loop's exact
+    count; a closed loop offers about as many when it keeps up with its target)."""
+    return until_s * source.target_rate_items_per_s / source.items_per_microbatch
+
+
+def check_run_size(source: SourceSpec, until_s: float, stages: int) -> None:
+    """Refuse a run beyond `MAX_MICROBATCHES` before it starts, and warn with an estimate of
+    its memory and time above `WARN_MICROBATCHES`."""
+    count = expected_microbatches(source, until_s)
+    what = (f"{until_s:g} s at {source.target_rate_items_per_s:g} items/s in microbatches of "
+            f"{source.items_per_microbatch} makes ~{count:.3g} microbatches")
+    if not count <= MAX_MICROBATCHES:
+        raise RunSizeError(
+            f"{what}, above the budget of {MAX_MICROBATCHES:.3g}: shorten the run "
+            "(run.duration_s, --duration; by default the trace's length) or lower "
+            "source.target_rate (--target-rate)"
+        )
+    if count > WARN_MICROBATCHES:
+        warnings.warn(
+            f"{what}: expect ~{size_text(count * stages * BYTES_PER_STAGE)} of memory and "
+            f"~{count * stages * SECONDS_PER_STAGE / 60:.2g} min", RunSizeWarning, stacklevel=2,
+        )
 
 
 class Pipeline:
@@ -51,8 +95,12 @@ class Pipeline:
         self.in_flight = simpy.Container(self.env, capacity=source.max_in_flight,
                                          init=source.max_in_flight)
         self.on_progress = on_progress
+        self.window = window
 
     def run(self, until_s: float) -> Records:
+        windows = math.ceil(expected_microbatches(self.source, until_s) / self.window)
+        for sender in self.senders:
+            sender.expected_windows = windows
         self.env.process(self._source())
         for k in range(len(self.stages)):
             self.env.process(self._stage(k))
@@ -68,6 +116,12 @@ class Pipeline:
         closed = self.source.mode == "closed"
         microbatch = 0
         while True:
+            if microbatch >= MAX_MICROBATCHES:
+                raise RunSizeError(
+                    f"the source offered {MAX_MICROBATCHES:.3g} microbatches by "
+                    f"{self.env.now:g} s, the budget of a run: shorten the run or lower "
+                    "source.target_rate"
+                )
             if closed:
                 yield self.in_flight.get(1)
             self.records.t_source[microbatch] = self.env.now

@@ -34,7 +34,7 @@ from quantpipe_core.trace import Trace
 from quantpipe_core.utility import Utility, log_value
 from sim.optimal import OptimalPolicy, PipelineModel, Solution, solve
 from sim.oracle import OraclePolicy
-from sim.pipeline import Pipeline
+from sim.pipeline import Pipeline, check_run_size
 
 
 @dataclass
@@ -64,6 +64,7 @@ def simulate(
     duration = config.run.duration_s or max((t.duration_s for t in plan.traces), default=0.0)
     if not duration:
         raise ValueError("run.duration_s is 0 and there is no trace to take a duration from")
+    check_run_size(source, duration, len(stages))
     utility = run_utility(config, stages, links, source)
     accuracy_of = accuracy_function(plan, config)
     solution = None
@@ -85,7 +86,7 @@ def simulate(
         utility=utility,
     )
     result = summary(records, info)
-    result["notes"] = notes(config, plan)
+    result["notes"] = [*notes(config, plan), *result["notes"]]
     if solution is not None:
         result["optimal"] = solution.summary()
     return SimResult(records, info, plan.cuts, result)

@@ -121,3 +121,48 @@ def test_each_link_has_its_own_windows_and_its_own_last_bits():
         mine = [w for w in records.windows if w.link == link]
         assert [w.window_index for w in mine] == list(range(len(mine)))
         assert all(a.t_end_s == b.t_start_s for a, b in itertools.pairwise(mine))
+
+
+# ---- the summary counts what the run did (issue 14, defect 12) ------------------------------
+
+
+def test_a_run_ending_with_a_backlog_reports_the_bits_its_policy_chose():
+    """400 Mbit/s, then 2: 16-bit packets queue up, the policy goes down to 2 bits for the
+    microbatches behind them, which are never delivered; the summary must say so."""
+    trace = Trace.from_segments([0.0, 20.0], [400.0, 2.0], 60.0, end="hold")
+    records, info = run(trace, QuantPipePolicy(), compute_s=0.05, rate=80.0, mode="open",
+                        until=60.0)
+    result = summary(records, info)
+    shown = [b for w in records.windows for b in w.bits[: w.used]]  # what windows.csv shows
+    assert result["mean_bits"] == 16.0 and result["bits_switches"] == 0  # the delivered ones
+    link = result["links"][0]
+    assert link["encoded_switches"] == result["encoded_bits_switches"] == 1
+    assert link["encoded_mean_bits"] == pytest.approx(sum(shown) / len(shown))
+    assert link["encoded_mean_bits"] < 16
+    assert {row["bits"] for row in window_rows(records, info)} == {16.0, 2.0}
+    assert any("encoded microbatches were not delivered by the end (a backlog)" in note
+               and "switches 1" in note for note in result["notes"])
+
+
+def test_a_run_shorter_than_a_microbatchs_trip_says_why_it_has_no_items():
+    records, info = run(constant(100.0, duration=0.15), FixedPolicy(8), until=0.15)
+    result = summary(records, info)
+    assert result["items_completed"] == 0
+    assert result["notes"][0].startswith("no microbatch reached the sink within the run's 0.15 s")
+    assert "target_met_fraction is null" in result["notes"][1]
+
+
+def test_a_short_last_microbatch_counts_its_real_items():
+    records, info = run(constant(200.0), FixedPolicy(8), until=20.0)
+    last = max(records.t_sink)
+
+    def delivered() -> float:
+        return sum(r["delivered_items_per_s"] * (r["t_end_s"] - r["t_start_s"])
+                   for r in window_rows(records, info))
+
+    full, full_delivered = summary(records, info), delivered()
+    records.items[last] = 7
+    short = summary(records, info)
+    assert short["items_completed"] == full["items_completed"] - 1
+    assert short["throughput_items_per_s"] == pytest.approx((full["items_completed"] - 1) / 20)
+    assert delivered() == pytest.approx(full_delivered - 1)
