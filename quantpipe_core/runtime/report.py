@@ -114,6 +114,10 @@ def write_merged(
         notes.append(f"measured_accuracy is null: {sink['inputs']} random inputs, no labels")
     elif sink:
         notes.append(f"measured_accuracy is {sink['metric']} on {sink['inputs']} inputs")
+    never_offered = sum(r.get("never_offered", 0) for r in reports)
+    if never_offered:
+        notes.append(f"the source fell behind: {never_offered} microbatches due before the end "
+                     "were never offered (a stage or link slower than the target rate)")
     if unrecorded:
         notes.append(f"{len(unrecorded)} microbatches reached the sink but a sender's records "
                      "of them were lost: not counted")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import queue
 import secrets
@@ -175,7 +176,10 @@ class Rank:
         kind, _, at = options.fault.partition(":")
         self.fault_kind, self.fault_at = kind, int(at) if at else -1
         self.t0 = 0.0
+        self.duration_s = options.duration_s if options.duration_s is not None else (
+            config.run.duration_s or None)
         self.ended_by_duration = False
+        self.never_offered = 0
         self.finish_lock = threading.Lock()
         self.finished = False
         self.reported = threading.Event()
@@ -322,6 +326,9 @@ class Rank:
                     channel.send_end()
                     return
                 microbatch, bits, frame = item
+                if self.past_end():  # it would arrive after the end: it cannot count
+                    self.outbox_budget.give(len(frame))
+                    continue
                 start = self.clock()
                 if self.fault_kind == "forge" and microbatch == self.fault_at:
                     forger = Channel(channel.group, channel.peer, channel.link,
@@ -352,14 +359,16 @@ class Rank:
     # ----- the compute loop ------------------------------------------------------------------
 
     def limits(self) -> tuple[float | None, int | None]:
-        duration = self.options.duration_s
-        if duration is None:
-            duration = self.config.run.duration_s or None
         count = self.options.microbatches
-        if duration is None and count is None:
+        if self.duration_s is None and count is None:
             assert self.task is not None
             count = len(self.task.microbatches)  # one pass of the data set
-        return duration, count
+        return self.duration_s, count
+
+    def past_end(self) -> bool:
+        """The run's duration is over: as in the simulator, nothing done from now on counts, so
+        the stages drop what is still queued instead of working on it."""
+        return self.duration_s is not None and self.clock() >= self.duration_s
 
     def source_items(self):
         """(microbatch, t_source, carry) at the source's pace, until the run's bound."""
@@ -381,8 +390,10 @@ class Rank:
                 t = microbatch * period
                 self.failure.event.wait(max(0.0, t - self.clock()))
             self.failure.check()
-            if duration is not None and t >= duration:
+            if duration is not None and (t >= duration or self.past_end()):
                 self.ended_by_duration = True
+                if not closed:
+                    self.never_offered = max(0, math.ceil(duration / period) - microbatch)
                 break
             yield microbatch, t, data[microbatch % len(data)]
             microbatch += 1
@@ -427,6 +438,8 @@ class Rank:
         items = self.source_items() if self.rank == 0 else self.inbox_items()
         codec = self.config.quant.codec
         for microbatch, t_source, carry in items:
+            if self.rank > 0 and self.past_end():
+                continue  # drained, not computed: it would finish after the end
             if self.fault_kind == "die" and microbatch == self.fault_at:
                 os._exit(3)  # testing aid: a crash, with nothing said and nothing written
             start = self.clock()
@@ -531,7 +544,8 @@ class Rank:
         else:
             records = {}
         return {"rank": self.rank, "records": records, "error": error,
-                "sink": self.sink.result() if self.sink is not None else None}
+                "sink": self.sink.result() if self.sink is not None else None,
+                "never_offered": self.never_offered}
 
     def gather(self, mine: dict[str, Any]) -> list[dict[str, Any]]:
         """Every rank's report at rank 0, through rank 0's store, each with its tag."""
