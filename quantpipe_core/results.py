@@ -6,8 +6,9 @@
   ``t_end_s``, ``bits`` (mean over the window), ``measured_mbps``, ``trace_mbps`` (mean capacity
   over the window; empty where unknown), ``delivered_items_per_s``;
 - ``summary.json``: throughput, target, share of metrics intervals meeting it, bits, accuracy,
-  latency percentiles, switches, the utility and its terms (`quantpipe_core.utility`), per-link
-  figures, and the run record;
+  latency percentiles, switches (of the delivered microbatches; ``encoded_*``: of every one a
+  stage encoded, as windows.csv shows), the utility and its terms (`quantpipe_core.utility`),
+  per-link figures, notes on what the figures leave out, and the run record;
 - ``plot.png``: trace rate, bits and delivered rate against time.
 """
 
