@@ -7,23 +7,32 @@ import os
 import sys
 from pathlib import Path
 
+from quantpipe_core.cli import (
+    ArgumentParser,
+    int_at_least,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    writable_out_dir,
+)
 from quantpipe_core.config import ConfigError, load_config
 from quantpipe_core.runtime.auth import KEY_ENV, load_run_key
 from quantpipe_core.runtime.stage import RankOptions, run_rank
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m quantpipe_core.runtime",
         description="Run one stage of a QuantPipe pipeline (one process per device).",
     )
     p.add_argument("--config", required=True, help="the run's TOML configuration")
-    p.add_argument("--rank", type=int, required=True,
+    p.add_argument("--rank", type=nonnegative_int, required=True,
                    help="this device's index in the config's [[devices]] (0 = source)")
     add_run_options(p)
     p.add_argument("--master-addr", default="127.0.0.1",
                    help="address of rank 0, which every rank must reach (default 127.0.0.1)")
-    p.add_argument("--master-port", type=int, default=29500, help="rank 0's port (default 29500)")
+    p.add_argument("--master-port", type=port_number, default=29500,
+                   help="rank 0's port (default 29500)")
     p.add_argument("--key-file", type=Path, default=None,
                    help=f"file holding the run key that every rank must share (default: the "
                    f"{KEY_ENV} environment variable); ranks prove it before any activation "
@@ -36,17 +45,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1..65535."""
+    port = int_at_least(1)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a port is at most 65535, got {port}")
+    return port
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=None,
+    p.add_argument("--out", type=writable_out_dir, default=None,
                    help="folder for the results (rank 0 writes the four files, every rank its "
                    "rankR.json)")
-    p.add_argument("--timeout-s", type=float, default=30.0,
+    p.add_argument("--timeout-s", type=positive_float, default=30.0,
                    help="longest wait for any receive before the run ends with an error "
                    "(default 30)")
-    p.add_argument("--duration", type=float, default=None,
+    p.add_argument("--duration", type=positive_float, default=None,
                    help="seconds of input (default run.duration_s; 0 there = one pass of the "
                    "data set)")
-    p.add_argument("--microbatches", type=int, default=None,
+    p.add_argument("--microbatches", type=positive_int, default=None,
                    help="at most this many microbatches (loops over the data set if needed)")
 
 

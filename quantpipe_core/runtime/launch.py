@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from quantpipe_core.cli import ArgumentParser, check_out_dir
 from quantpipe_core.config import ConfigError, load_config
 from quantpipe_core.runtime.__main__ import add_run_options
 from quantpipe_core.runtime.auth import KEY_ENV, new_run_key
@@ -164,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m quantpipe_core.runtime.launch",
         description="Run every stage of a QuantPipe pipeline as local processes (loopback).",
     )
@@ -172,9 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     add_run_options(p)
     p.add_argument("--fault", action="append", default=[], help=argparse.SUPPRESS)  # RANK:KIND:N
     args = p.parse_args(argv)
-    if args.out is None:
-        args.out = Path("runtime-out")
     try:
+        if args.out is None:
+            args.out = check_out_dir(Path("runtime-out"))
         return run(args)
     except (ConfigError, ValueError) as error:
         print(f"quantpipe launch: {error}", file=sys.stderr)
