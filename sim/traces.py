@@ -125,8 +125,8 @@ def plot(trace: Trace, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    times = [*trace.starts_s, trace.duration_s]
-    rates = [*trace.mbps, trace.mbps[-1]]
+    times = np.append(trace.starts_s, trace.duration_s)
+    rates = np.append(trace.mbps, trace.mbps[-1])
     fig, ax = plt.subplots(figsize=(9, 3.2), layout="constrained")
     ax.step(times, rates, where="post", linewidth=0.8, label="capacity")
     ax.axhline(trace.mean_mbps(), color="C1", linestyle="--", linewidth=1, label="mean")
