@@ -311,3 +311,25 @@ def test_a_run_bounded_by_microbatches_is_timed_over_its_own_span(tmp_path):
     result = json.loads((out / "summary.json").read_text())
     assert result["items_completed"] == 32
     assert result["throughput_items_per_s"] > 32 / 60
+
+
+def test_a_policy_slower_than_the_timeout_is_named_by_its_own_stage(tmp_path):
+    """Not only as the next stage's link timeout: the stage whose decision took too long says so."""
+    (tmp_path / "sleepy.py").write_text(
+        "import time\n"
+        "class Sleepy:\n"
+        "    def decide(self, obs):\n"
+        "        time.sleep(4)\n"
+        "        return [8] * obs.window_len\n"
+    )
+    cfg = config(tmp_path, 2, "sleepy:Sleepy")
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "quantpipe_core.runtime.launch", "--config", str(cfg),
+         "--out", str(out), "--timeout-s", "3", "--microbatches", "8"],
+        cwd=ROOT, capture_output=True, text=True, timeout=RUN_TIMEOUT_S,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert done.returncode == 1
+    assert "stage 0 (dev0): microbatch 0 took" in done.stderr
+    assert "(policy sleepy:Sleepy), longer than --timeout-s 3" in done.stderr

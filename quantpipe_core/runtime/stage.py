@@ -462,6 +462,7 @@ class Rank:
             assert self.sender is not None
             with self.sender_lock:
                 bits = self.sender.bits_for_next(start)
+            self.check_pace(microbatch, self.clock() - start)
             frame = bytearray(encode_carry(out, bits, codec))
             if self.fault_kind == "corrupt" and microbatch == self.fault_at:
                 frame[len(frame) // 2] ^= 0xFF  # testing aid: one flipped byte on the wire
@@ -471,6 +472,16 @@ class Rank:
                 self.sender.enqueue(len(frame))
             self.outbox.put((microbatch, bits, frame))
             self.failure.check()
+
+    def check_pace(self, microbatch: int, seconds: float) -> None:
+        """A stage that takes longer than the timeout makes the next one give up waiting on its
+        link; say here what took so long, or the run's only message is that link's timeout."""
+        if seconds > self.options.timeout_s:
+            raise StageFailure(
+                f"{self.name}: microbatch {microbatch} took {seconds:.1f} s to compute and "
+                f"choose its bits (policy {self.config.policy.name}), longer than --timeout-s "
+                f"{self.options.timeout_s:g}: the next stage stops waiting for it"
+            )
 
     def send_credit(self, microbatch: int) -> None:
         try:
