@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
+import math
 import sys
 from collections.abc import Sequence
 from contextlib import closing
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantpipe_core.cli import ArgumentParser, fail, writable_out_dir
+from quantpipe_core.cli import ArgumentParser, cut, fail, writable_out_dir
 from quantpipe_core.config import (
     CLIP_METHODS,
     SIM_ONLY_POLICIES,
@@ -32,6 +33,7 @@ from quantpipe_core.config import (
     load_config,
     read_toml,
 )
+from quantpipe_core.trace import ECHO_CHARS
 from sim.compare import (
     DEFAULT_POLICIES,
     NEAR_OPTIMUM,
@@ -133,7 +135,7 @@ def read_spec(path: Path, shared: Path | None) -> Spec:
             return shared / text.removeprefix("{shared}").lstrip("/")
         return base / text
 
-    folders = {name: folder(text) for name, text in data.get("folders", {}).items()}
+    folders = {name: folder(text) for name, text in _folders(path, data).items()}
     if missing := [str(p) for p in folders.values() if not p.is_dir()]:
         raise SpecError(f"{path}: no such trace folder: {', '.join(missing)}")
     pipelines = []
@@ -141,8 +143,12 @@ def read_spec(path: Path, shared: Path | None) -> Spec:
         where = f"pipelines[{index}]"
         _known(path, where, entry, PIPELINE_KEYS)
         _require(path, where, entry, ("name", "config"))
-        _known(path, f"{where}.scales", entry.get("scales", {}), list(folders))
-        scales = {name: float(entry.get("scales", {}).get(name, 1.0)) for name in folders}
+        given = entry.get("scales", {})
+        if not isinstance(given, dict):
+            raise SpecError(f"{path}: {where}.scales must be a table, e.g. {{ mine = 0.5 }}")
+        _known(path, f"{where}.scales", given, list(folders))
+        scales = {name: _scale(path, f"{where}.scales.{name}", given.get(name, 1.0))
+                  for name in folders}
         try:
             config = load_config(base / entry["config"])
         except ConfigError as error:
@@ -184,6 +190,22 @@ def _tables(path: Path, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
     if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
         raise SpecError(f"{path}: {key} must be an array of tables, written [[{key}]]")
     return entries
+
+
+def _folders(path: Path, data: dict[str, Any]) -> dict[str, str]:
+    """``[folders]``: trace-folder names and their paths, both strings."""
+    folders = data.get("folders", {})
+    if not (isinstance(folders, dict) and all(isinstance(v, str) for v in folders.values())):
+        raise SpecError(f"{path}: folders must be a table of paths, e.g. mine = \"traces\"")
+    return folders
+
+
+def _scale(path: Path, where: str, value: Any) -> float:
+    """A trace folder's scale: a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        shown = cut(repr(value), ECHO_CHARS)
+        raise SpecError(f"{path}: {where}: expected a number > 0, got {shown}")
+    return float(value)
 
 
 def _strings(path: Path, data: dict[str, Any], key: str, default: Sequence[str]) -> list[str]:
