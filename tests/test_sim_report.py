@@ -274,6 +274,13 @@ def test_the_pareto_front_keeps_policies_no_other_beats_on_both_axes():
     (('"theirs/slow*"', '"their/slow*"'), "does not start with a trace folder.*'theirs'"),
     (('"theirs/slow*"', '"theirs/fast*"'), "train: no trace matches 'theirs/fast\\*'"),
     (("[[crosscheck]]", "[crosscheck]"), r"crosscheck must be an array of tables"),
+    (("scales = { mine = 0.1", "scales = { mine = 'x'"),
+     r"pipelines\[0\].scales.mine: expected a number > 0, got 'x'"),
+    (("scales = { mine = 0.1", "scales = { mine = -1"),
+     r"pipelines\[0\].scales.mine: expected a number > 0, got -1"),
+    (("scales = { mine = 0.2, theirs = 1 }", "scales = 2"),
+     r"pipelines\[1\].scales must be a table"),
+    (('mine = "traces"', "mine = 3"), "folders must be a table of paths"),
 ])
 def test_a_spec_that_cannot_run_is_refused_with_the_field_named(spec, change, message):
     assert change[0] in spec.read_text()
