@@ -226,3 +226,30 @@ def test_sim_run_refuses_config_values_that_failed_in_mid_run(trace, tmp_path, c
     monkeypatch.setattr(run, "simulate", lambda *a, **k: pytest.fail("the run started"))
     line = refused(run.main, [str(trace), "--config", str(config)], capsys)
     assert line == f"sim.run: {config}: {message}"
+
+
+# ----- sim.traces (its own module is not changed here; these hold what it already does) -------
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["convert", "{trace}", "{tmp}", "--to", "csv"], "traces: {tmp}: Is a directory"),
+    (["convert", "{trace}", "{file}/out.csv", "--to", "csv"], "traces: {file}: File exists"),
+    (["info", "{binary}"], "traces: {binary}, line 1: not UTF-8 text"),
+    (["generate", "step-drop", "{tmp}/g.csv", "--duration", "0"],
+     "traces: duration_s must be a positive number of seconds, got 0.0"),
+])
+def test_sim_traces_answers_bad_input_in_one_line(trace, a_file, tmp_path, capsys, argv,
+                                                  message):
+    from sim import traces
+
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00\x01")
+    names = {"{trace}": str(trace), "{tmp}": str(tmp_path), "{file}": str(a_file),
+             "{binary}": str(binary)}
+
+    def filled(text: str) -> str:
+        for key, value in names.items():
+            text = text.replace(key, value)
+        return text
+
+    assert refused(traces.main, [filled(arg) for arg in argv], capsys).startswith(filled(message))
