@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from array import array
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,10 @@ class Trace:
     # lookup tables for the O(log n) queries
     _times: np.ndarray = field(init=False, repr=False)  # starts, then duration
     _cum: np.ndarray = field(init=False, repr=False)  # bits delivered by _times
+    # the same tables seen as sequences of Python floats: bisect on them is as fast as on a list
+    _times_at: memoryview = field(init=False, repr=False)
+    _cum_at: memoryview = field(init=False, repr=False)
+    _mbps_at: memoryview = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         starts = np.asarray(self.starts_s, dtype=float)
@@ -96,6 +101,14 @@ class Trace:
         set_(self, "hold_mbps", float(self.hold_mbps))
         set_(self, "_times", times)
         set_(self, "_cum", cum)
+        set_(self, "_times_at", memoryview(times))
+        set_(self, "_cum_at", memoryview(cum))
+        set_(self, "_mbps_at", memoryview(rates))
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its segments (memoryviews do not pickle); rebuilt exactly."""
+        return (Trace, (self.starts_s, self.mbps, self.duration_s, self.hold_mbps, self.end,
+                        self.name))
 
     @classmethod
     def from_segments(
@@ -161,12 +174,12 @@ class Trace:
             if self.end == "hold":
                 return self.hold_mbps
             t = math.fmod(t, self.duration_s)
-        return float(self.mbps[self._segment(t)])
+        return self._mbps_at[self._segment(t)]
 
     def delivered_bits(self, t0: float, t1: float) -> float:
         """Bits the link can deliver between ``t0`` and ``t1``: the integral of capacity."""
         _check_interval(t0, t1)
-        return float(self._bits_by(t1) - self._bits_by(t0))
+        return self._bits_by(t1) - self._bits_by(t0)
 
     def mean_mbps(self, t0: float = 0.0, t1: float | None = None) -> float:
         """Mean capacity over ``[t0, t1)`` (default: one period), exact."""
@@ -184,7 +197,7 @@ class Trace:
             raise ValueError(f"finish_time needs start_s >= 0 and bits >= 0, got {start_s}, {bits}")
         if bits == 0:
             return start_s
-        duration, period_bits = self.duration_s, float(self._cum[-1])
+        duration, period_bits = self.duration_s, self._cum_at[-1]
         if self.end == "hold":
             if start_s >= duration:
                 return start_s + bits / (self.hold_mbps * 1e6)
@@ -243,7 +256,7 @@ class Trace:
 
     def _bits_by(self, t: float) -> float:
         """Bits deliverable in ``[0, t)``."""
-        period_bits = float(self._cum[-1])
+        period_bits = self._cum_at[-1]
         if t < self.duration_s:
             return self._bits_within(t)
         if self.end == "hold":
@@ -253,22 +266,21 @@ class Trace:
 
     def _segment(self, t: float) -> int:
         """The segment holding time ``t`` of one period (the last one from its start on)."""
-        return min(int(self._times.searchsorted(t, side="right")), len(self.mbps)) - 1
+        return min(bisect_right(self._times_at, t), len(self.mbps)) - 1
 
     def _bits_within(self, t: float) -> float:
         """Bits deliverable in ``[0, t)`` for ``0 <= t <= duration_s``."""
         i = self._segment(t)
-        return float(self._cum[i]) + (t - float(self._times[i])) * (float(self.mbps[i]) * 1e6)
+        return self._cum_at[i] + (t - self._times_at[i]) * (self._mbps_at[i] * 1e6)
 
     def _time_within(self, bits: float) -> float:
         """Earliest time in one period by which ``bits`` (clamped to [0, P]) are delivered."""
-        cum = self._cum
-        bits = min(max(bits, 0.0), float(cum[-1]))
-        j = int(cum.searchsorted(bits, side="left"))
+        cum, times = self._cum_at, self._times_at
+        bits = min(max(bits, 0.0), cum[-1])
+        j = bisect_left(cum, bits)
         if cum[j] == bits:
-            return float(self._times[j])
-        return float(self._times[j - 1]) + (bits - float(cum[j - 1])) / (
-            float(self.mbps[j - 1]) * 1e6)
+            return times[j]
+        return times[j - 1] + (bits - cum[j - 1]) / (self._mbps_at[j - 1] * 1e6)
 
 
 def load_trace(
