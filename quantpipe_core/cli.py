@@ -1,4 +1,4 @@
-"""Small argument parsers shared by QuantPipe's command-line tools."""
+"""Argument types, one-line errors and the --out check shared by QuantPipe's command-line tools."""
 
 from __future__ import annotations
 
