@@ -15,6 +15,7 @@ config on the same traces. Writes to --out (default ``runs/<trace>-<policy>-emul
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "emulation.run ...)")
     print(f"emulating {duration:g} s of {args.trace} on {len(config.devices)} hosts "
           f"({config.model.name}, policy {config.policy.name}); this takes real time")
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         with tqdm(total=round(duration), desc="emulating", unit="s", leave=False) as bar:
             def progress(now_s: float) -> None:
@@ -78,10 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EmulationError as error:
         return fail(PROG, str(error))
     except KeyboardInterrupt:
-        print("emulation.run: interrupted; the network is cleaned up", file=sys.stderr)
+        print("emulation.run: interrupted before any rank reported; the network is cleaned up",
+              file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print("emulated:")
     print_summary(emulated.summary, emulated.summary["run"]["cuts"], out)
+    if emulated.interrupted:
+        print("emulation.run: interrupted: what was measured before it is above; no simulation "
+              "or agreement; the network is cleaned up", file=sys.stderr)
+        return 130
     try:
         simulated = simulate(config, args.trace)
     except Exception as error:
@@ -101,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{percent(result['same_bits_share'])} (>= 80 %: {result['bits_agree']}); "
           f"{out / 'agreement.json'}, {out / 'agreement.png'}")
     return 1 if emulated.failed_ranks else 0
+
+
+def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the emulator saves every rank's measurements, then cleans up."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,35 @@ def test_nothing_is_left_behind(emulated):
     assert leftovers() == {"netns": [], "veths": [], "processes": []}
     assert subprocess.run(["pgrep", "-f", "quantpipe_core.runtime"],
                           capture_output=True).stdout == b""
+
+
+def test_sigterm_keeps_what_was_measured_and_cleans_up(tmp_path):
+    """SIGTERM (as Ctrl-C) mid-run: every rank saves its report, the emulator merges them with
+    an "interrupted" note, exits 130, and leaves no network or process behind."""
+    require_root("Mininet emulation")
+    trace, config, out = tmp_path / "flat.csv", tmp_path / "run.toml", tmp_path / "out"
+    trace.write_text("time_s,mbps\n0,4\n60,4\n")
+    config.write_text(CONFIG.replace(f"duration_s = {DURATION_S}", "duration_s = 60"))
+    run = subprocess.Popen([sys.executable, "-m", "emulation.run", str(trace), "--config",
+                            str(config), "--out", str(out)], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while not (out / "ranks" / "clock.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(5)
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+    assert run.returncode == 130, stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["items_completed"] > 0
+    assert any(note.startswith("interrupted at t = ") for note in summary["notes"])
+    assert summary["run"]["emulation"]["interrupted"] is True
+    assert leftovers() == {"netns": [], "veths": [], "processes": []}
 
 
 # ----- the agreement arithmetic ---------------------------------------------------------------
