@@ -16,7 +16,7 @@ from quantpipe_core.results import Records, WindowRecord, summary, write_results
 from quantpipe_core.runtime.plan import RuntimePlan
 
 PAIR_FIELDS = ("stage_start", "stage_end", "link_bits", "link_bytes", "link_arrive")
-SINGLE_FIELDS = ("t_source", "t_sink")
+SINGLE_FIELDS = ("t_source", "t_sink", "items")
 
 
 def records_to_json(records: Records) -> dict[str, Any]:
@@ -27,7 +27,8 @@ def records_to_json(records: Records) -> dict[str, Any]:
         data[name] = [[mb, k, v] for (mb, k), v in getattr(records, name).items()]
     data["windows"] = [
         {"link": w.link, "window_index": w.window_index, "t_start_s": w.t_start_s,
-         "t_end_s": w.t_end_s, "bits": list(w.bits), "measured_mbps": w.measured_mbps}
+         "t_end_s": w.t_end_s, "bits": list(w.bits), "measured_mbps": w.measured_mbps,
+         "used": w.used}
         for w in records.windows
     ]
     return data
@@ -128,7 +129,7 @@ def write_merged(
                      "measured before it")
     elif errors:
         notes.append("the run ended on a fault; figures cover what was measured before it")
-    result["notes"] = notes + errors
+    result["notes"] = result["notes"] + notes + errors
     result["run"]["ranks_reported"] = sorted(r["rank"] for r in reports)
     result["run"].update(record or {})
     write_results(out, records, info, result)

@@ -445,6 +445,9 @@ class Rank:
             start = self.clock()
             if t_source is not None:
                 self.records.t_source[microbatch] = t_source
+                items = len(next(iter(carry.values())))
+                if items != self.plan.source.items_per_microbatch:
+                    self.records.items[microbatch] = items  # the data set's short last one
             self.records.stage_start[microbatch, self.rank] = start
             with torch.no_grad():
                 out = self.stage(carry)
