@@ -119,12 +119,14 @@ def trace_names(traces: Sequence[Path]) -> list[str]:
 
 
 def compare(
-    config: Config, traces: Sequence[Path], policies: Sequence[str], out: Path, engine: Engine
+    config: Config, traces: Sequence[Path], policies: Sequence[str], out: Path, engine: Engine,
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Every pair on `engine`, each run's four files in ``out/<trace>-<policy>/`` (the trace
-    named by `trace_names`); their summaries with the trace, policy and folder, in (trace,
-    policy) order, each measured against its trace's optimum (`against_optimum`)."""
-    names = trace_names(traces)
+    named by `names`, by default `trace_names`: a caller comparing several sets of traces names
+    them all at once); their summaries with the trace, policy and folder, in (trace, policy)
+    order, each measured against its trace's optimum (`against_optimum`)."""
+    names = trace_names(traces) if names is None else names
     cases = [(t, n, p) for t, n in zip(traces, names, strict=True) for p in policies]
     runs = [Run(str(i), with_policy(config, p), t, RUN_FILES)
             for i, (t, _, p) in enumerate(cases)]

@@ -51,6 +51,7 @@ from sim.compare import (
     plots,
     ranking,
     report,
+    trace_names,
     training_table,
     utility_cell,
     with_policy,
@@ -251,16 +252,17 @@ def run_pipeline(spec: Spec, entry: Pipeline, runs: Path, out: Path, engine: Eng
                  command: str) -> list[dict[str, Any]]:
     """Every trace and policy for one pipeline; its page and plots in ``out/<name>/``."""
     policies = spec.policies_for(entry)
-    training = {p.stem for p in spec.training()}
+    traces = [t for folder in spec.folders for t in spec.traces(folder)]
+    name_of = dict(zip(traces, trace_names(traces), strict=True))
+    training = {name_of[p] for p in spec.training() if p in name_of}
     rows: list[dict[str, Any]] = []
-    traces: list[Path] = []
     for folder in spec.folders:
         mine = spec.traces(folder)
         config = scaled(entry.config, entry.scales[folder])
         rows += [dict(r, folder=folder, scale=entry.scales[folder],
                       training=r["trace"] in training)
-                 for r in compare(config, mine, policies, runs / entry.name, engine)]
-        traces += mine
+                 for r in compare(config, mine, policies, runs / entry.name, engine,
+                                  [name_of[t] for t in mine])]
     page = out / entry.name
     page.mkdir(parents=True, exist_ok=True)
     plots(rows, traces, policies, page, training)

@@ -349,3 +349,28 @@ def test_an_out_or_runs_folder_that_is_a_file_is_refused_before_any_run(spec, ca
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "\n" not in err.strip()
     assert f"argument {option}: {taken} exists and is not a folder" in err
+
+
+def test_traces_sharing_a_file_name_in_two_folders_keep_their_own_rows(tmp_path):
+    """Each folder's comparison names its traces as the whole report does (``mine-t`` and
+    ``theirs-t``), so neither row is lost nor matched to the other trace's optimum."""
+    trace(tmp_path / "mine" / "t.csv", 20.0)
+    trace(tmp_path / "theirs" / "t.csv", 4.0)
+    (tmp_path / "digits.toml").write_text(PIPELINE)
+    (tmp_path / "report.toml").write_text(
+        'policies = ["fixed:2", "optimal"]\ntrain = ["theirs/t*"]\n'
+        '[folders]\nmine = "mine"\ntheirs = "theirs"\n'
+        '[[pipelines]]\nname = "digits"\nconfig = "digits.toml"\n'
+        'scales = { mine = 0.1, theirs = 0.1 }\n'
+    )
+    out = tmp_path / "pages"
+    done = subprocess.run(
+        [sys.executable, "-m", "sim.report", str(tmp_path / "report.toml"), "--out", str(out),
+         "--runs", str(tmp_path / "runs"), "--jobs", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads((out / "digits" / "results.json").read_text())
+    assert sorted({(r["trace"], r["training"]) for r in rows}) == [("mine-t", False),
+                                                                  ("theirs-t", True)]
+    assert all(r["optimum"] is not None for r in rows)
