@@ -21,6 +21,20 @@ class SlowPolicyWarning(UserWarning):
     """A policy's decisions take long enough of wall time to make the run long."""
 
 
+class PolicyFailed(ValueError):
+    """The policy's `decide` raised or gave an answer `check_decision` refuses; says where.
+
+    ``args`` are ``(message, link, window, now_s)`` so that a copy made from them (SimPy
+    re-raises a process's error that way) keeps the link, window and time."""
+
+    def __init__(self, message: str, link: int, window: int, now_s: float) -> None:
+        super().__init__(message, link, window, now_s)
+        self.link, self.window, self.now_s = link, window, now_s
+
+    def __str__(self) -> str:
+        return self.args[0]
+
+
 class LinkSender:
     """The sending side of a link: the policy's schedule and what the stage measured."""
 
@@ -89,7 +103,15 @@ class LinkSender:
             compute_path_s=self.spec.compute_path_s,
         )
         started = time.perf_counter()
-        self.schedule = check_decision(self.spec.policy.decide(obs), obs)
+        try:
+            self.schedule = check_decision(self.spec.policy.decide(obs), obs)
+        except Exception as error:
+            window = self.window_index + 1
+            raise PolicyFailed(
+                f"policy {type(self.spec.policy).__name__} failed on link {self.index}, window "
+                f"{window} (t = {now:.3f} s): {type(error).__name__}: {error}",
+                self.index, window, now,
+            ) from error
         self._warn_if_slow(time.perf_counter() - started)
         if last is not None:
             last.t_end_s = now

@@ -29,7 +29,7 @@ from quantpipe_core.cli import (
 )
 from quantpipe_core.config import USER_CLASS, Config, load_config
 from quantpipe_core.policy import make_policy
-from quantpipe_core.sender import LinkSender
+from quantpipe_core.sender import PolicyFailed
 from quantpipe_core.trace import TraceError
 from sim.simulation import simulate
 
@@ -118,12 +118,11 @@ def refusal(error: Exception, config: Config) -> ValueError | None:
     """What to tell the user about an error raised by a run: a `UserPolicyError` naming the
     policy, link, window and time if the policy's decision failed; a refused input (any
     `ValueError`) as it is; None for anything else, a bug whose traceback should show."""
-    decision = _failed_decision(error)
+    decision = next((e for e in _chain(error) if isinstance(e, PolicyFailed)), None)
     if decision is not None:
-        link, window, now = decision
         failed = UserPolicyError(
-            f"policy {config.policy.name!r} failed on link {link}, window {window} "
-            f"(t = {now:.3f} s): {_kind(_chain(error)[-1])}"
+            f"policy {config.policy.name!r} failed on link {decision.link}, window "
+            f"{decision.window} (t = {decision.now_s:.3f} s): {_kind(_chain(error)[-1])}"
         )
         failed.__cause__ = error
         return failed
@@ -135,21 +134,6 @@ def refuse(prog: str, error: ValueError, args: argparse.Namespace) -> int:
     failed); the exit status, 2."""
     user_error = error if isinstance(error, UserPolicyError) else None
     return fail(prog, str(error), user_error=user_error, debug=debugging(args))
-
-
-def _failed_decision(error: BaseException) -> tuple[int, int, float] | None:
-    """(link, window, time) of the policy decision `error` was raised in, if it was: read from
-    the sender's frame in its traceback or its cause's (SimPy re-raises a process's error as a
-    copy caused by it), as the sender does not say."""
-    for cause in _chain(error):
-        tb = cause.__traceback__
-        while tb is not None:
-            frame = tb.tb_frame
-            sender = frame.f_locals.get("self")
-            if frame.f_code.co_name == "_decide" and isinstance(sender, LinkSender):
-                return sender.index, sender.window_index + 1, frame.f_locals["now"]
-            tb = tb.tb_next
-    return None
 
 
 def _chain(error: BaseException) -> list[BaseException]:
