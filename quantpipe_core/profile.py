@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from quantpipe_core.cli import bits_list, codec_list, int_list
+from quantpipe_core.cli import ArgumentParser, bits_list, codec_list, int_list, writable_out_dir
 from quantpipe_core.datasets import digits, stdlib_sentences
 from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_model, model_dir
 from quantpipe_core.models.carry import decode_carry, encode_carry
@@ -168,7 +168,7 @@ def earlier_units(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m quantpipe_core.profile",
         description="Measure each unit's compute time per microbatch and the codec's encode and "
         "decode time at each kind of cut, on this machine. Writes OUT/MODEL.json.",
@@ -187,7 +187,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tokens", type=int, default=32,
                         help="sequence length for text models (default 32)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per median (5)")
-    parser.add_argument("--out", type=Path, default=Path("runs/compute"),
+    parser.add_argument("--out", type=writable_out_dir, default=Path("runs/compute"),
                         help="output folder (default runs/compute)")
     parser.add_argument("--units-from", type=Path, metavar="PROFILE.json",
                         help="keep this earlier profile's unit times (same model, threads and "

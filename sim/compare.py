@@ -15,7 +15,6 @@ the training traces get a smaller table of their own.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
 import fnmatch
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from quantpipe_core.cli import name_list
+from quantpipe_core.cli import ArgumentParser, name_list, positive_float, writable_out_dir
 from quantpipe_core.config import Config, ConfigError, load_config
 from quantpipe_core.results import RUN_FILES, read_windows
 from sim.engine import Engine, EngineError, Run, add_engine_options, open_engine
@@ -421,7 +420,7 @@ def write_table(rows: Sequence[dict[str, Any]], path: Path,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m sim.compare",
         description="Simulate every policy on every trace and write a Markdown report with "
         "a ranking by utility, tables and plots.",
@@ -434,10 +433,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated file-name globs of the traces policies were tuned "
                         "on; the ranking is over the others (default: none, rank over all)")
     parser.add_argument("--config", type=Path, default=None, help="TOML run configuration")
-    parser.add_argument("--scale", type=float, default=None, help="multiply every trace's rates")
-    parser.add_argument("--duration", type=float, default=None, help="seconds per run")
+    parser.add_argument("--scale", type=positive_float, default=None,
+                        help="multiply every trace's rates, > 0")
+    parser.add_argument("--duration", type=positive_float, default=None,
+                        help="seconds per run, > 0")
     add_engine_options(parser, jobs=2)
-    parser.add_argument("--out", type=Path, default=Path("runs/compare"),
+    parser.add_argument("--out", type=writable_out_dir, default=Path("runs/compare"),
                         help="output folder (default runs/compare)")
     args = parser.parse_args(argv)
     if missing := [str(t) for t in args.traces if not t.is_file()]:

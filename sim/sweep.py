@@ -11,7 +11,6 @@ which of each run's files the driver writes to ``OUT/runs/<key>/``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -23,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from quantpipe_core.cli import ArgumentParser, writable_out_dir
 from quantpipe_core.config import ConfigError
 from quantpipe_core.results import RUN_FILES
 from sim.engine import Engine, EngineError, Run, add_engine_options, open_engine
@@ -162,7 +162,7 @@ def write_table(columns: dict[str, list[Any]], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m sim.sweep",
         description="Simulate every run of a sweep spec's grid (traces x policies x config "
         "values) on this machine or a Ray cluster, and write one table of their results "
@@ -170,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("spec", type=Path, help="the sweep spec (TOML)")
     add_engine_options(parser, jobs=None)
-    parser.add_argument("--out", type=Path, default=None,
+    parser.add_argument("--out", type=writable_out_dir, default=None,
                         help="output folder (default runs/<spec name>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the sweep in --out: run only what its journal lacks "

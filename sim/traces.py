@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from quantpipe_core import trace_generators as generators
+from quantpipe_core.cli import ArgumentParser
 from quantpipe_core.trace import (
     DEFAULT_FLOOR_MBPS,
     FORMATS,
@@ -167,7 +168,7 @@ def _write(trace: Trace, out: Path, fmt: str) -> None:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m sim.traces",
         description="Inspect, convert and generate bandwidth traces (csv, mahimahi, mbps-log). "
         "See docs/traces.md.",
