@@ -253,3 +253,22 @@ def test_sim_traces_answers_bad_input_in_one_line(trace, a_file, tmp_path, capsy
         return text
 
     assert refused(traces.main, [filled(arg) for arg in argv], capsys).startswith(filled(message))
+
+
+@pytest.mark.parametrize("command", ["sim.compare", "sim.sweep", "profile", "runtime.launch"])
+def test_every_other_command_refuses_an_out_that_is_a_file(command, trace, a_file, tmp_path,
+                                                           capsys):
+    import quantpipe_core.profile
+    import quantpipe_core.runtime.launch
+    import sim.compare
+    import sim.sweep
+
+    spec = tmp_path / "sweep.toml"
+    spec.write_text("")
+    main, argv = {
+        "sim.compare": (sim.compare.main, [str(trace)]),
+        "sim.sweep": (sim.sweep.main, [str(spec)]),
+        "profile": (quantpipe_core.profile.main, []),
+        "runtime.launch": (quantpipe_core.runtime.launch.main, ["--config", "c.toml"]),
+    }[command]
+    assert "exists and is not a folder" in refused(main, [*argv, "--out", str(a_file)], capsys)
