@@ -54,6 +54,7 @@ def codec_list(text: str) -> list[str]:
 # ----- one-line errors ------------------------------------------------------------------------
 
 MESSAGE_CHARS = 500  # longest error message printed; bad input quoted in it may be megabytes
+ECHO_CHARS = 80  # of bad input quoted in an error message
 DEBUG_ENV = "QUANTPIPE_DEBUG"
 DEBUG_HINT = f"--debug or {DEBUG_ENV}=1 prints the traceback"
 
@@ -74,6 +75,12 @@ def one_line(text: str, limit: int = MESSAGE_CHARS) -> str:
 def cut(text: str, limit: int) -> str:
     """`text`, or its first characters and "..." if it is longer than `limit`."""
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def echo(value: object, limit: int = ECHO_CHARS) -> str:
+    """``repr(value)`` cut to `limit` characters: an error message quotes bad input, it does
+    not flood the terminal with a 5 MB line."""
+    return cut(repr(value), limit)
 
 
 def fail(prog: str, message: str, *, user_error: BaseException | None = None,

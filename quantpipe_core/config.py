@@ -24,9 +24,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol
 
-from quantpipe_core.cli import cut
+from quantpipe_core.cli import ECHO_CHARS, cut, echo
 from quantpipe_core.policy import BUILT_IN, FLOAT_BITS, FixedPolicy, make_policy
-from quantpipe_core.trace import ECHO_CHARS
 
 # Copies of names whose home modules import torch (quantpipe_core.models.load and
 # quantpipe_core.quant); tests/test_config.py checks that they stay equal.
@@ -121,7 +120,7 @@ class Choice:
         if text not in self.options:
             known = ", ".join(self.options)
             raise where.error(
-                f"{_quote(text)} is not one of {known}{did_you_mean(text, self.options)}"
+                f"{echo(text)} is not one of {known}{did_you_mean(text, self.options)}"
             )
         return text
 
@@ -210,7 +209,7 @@ class ModelName:
         folder = where.path(name)
         if not _is_dir(folder):
             raise where.error(
-                f"{_quote(name)} is not a built-in model ({', '.join(BUILTIN_MODELS)}) and there "
+                f"{echo(name)} is not a built-in model ({', '.join(BUILTIN_MODELS)}) and there "
                 f"is no folder {cut(str(folder), PATH_CHARS)}{did_you_mean(name, BUILTIN_MODELS)}"
             )
         return str(folder)
@@ -224,16 +223,16 @@ class PolicyName:
         base, colon, bits = name.partition(":")
         if base == "fixed" and colon:
             if not (bits.isascii() and bits.isdigit()):
-                raise where.error(f"'fixed:' takes a bitwidth, e.g. fixed:4; got {_quote(name)}")
+                raise where.error(f"'fixed:' takes a bitwidth, e.g. fixed:4; got {echo(name)}")
         elif colon:
             if not USER_CLASS.fullmatch(name):
                 raise where.error(
                     f"a user's policy is named 'module:Class' (e.g. mypolicies:Greedy), "
-                    f"got {_quote(name)}"
+                    f"got {echo(name)}"
                 )
         elif name not in POLICY_NAMES:
             raise where.error(
-                f"{_quote(name)} is not one of {', '.join(POLICY_NAMES)}, fixed:N or "
+                f"{echo(name)} is not one of {', '.join(POLICY_NAMES)}, fixed:N or "
                 f"'module:Class'"
                 f"{did_you_mean(name, POLICY_NAMES)}"
             )
@@ -573,7 +572,7 @@ def _devices(value: Any, where: Where) -> tuple[DeviceConfig, ...]:
     for index, device in enumerate(devices):
         if device.name in first:
             raise where.index(index).key("name").error(
-                f"{_quote(device.name)} is already the name of devices[{first[device.name]}]; "
+                f"{echo(device.name)} is already the name of devices[{first[device.name]}]; "
                 "names must be unique"
             )
         first[device.name] = index
@@ -678,7 +677,7 @@ def _check_names(table: Mapping[str, Any], known: Sequence[str], where: Where, w
     for key in table:
         if key not in known:
             raise where.key(key).error(
-                f"unknown {what} {_quote(key)}{did_you_mean(key, known)} "
+                f"unknown {what} {echo(key)}{did_you_mean(key, known)} "
                 f"(known: {', '.join(known)})"
             )
 
@@ -703,11 +702,6 @@ def _describe(value: Any) -> str:
     except (TypeError, ValueError):
         shown = repr(value)
     return f"{kind} {cut(shown, ECHO_CHARS)}"
-
-
-def _quote(value: Any) -> str:
-    """``repr(value)`` for an error message, cut: bad input may be megabytes long."""
-    return cut(repr(value), ECHO_CHARS)
 
 
 def _is_dir(path: Path) -> bool:
@@ -754,7 +748,7 @@ def _distinct(items: Sequence[Any], where: Where) -> None:
     for index, item in enumerate(items):
         if item in first:
             raise where.index(index).error(
-                f"{_quote(item)} is listed twice (also at [{first[item]}])"
+                f"{echo(item)} is listed twice (also at [{first[item]}])"
             )
         first[item] = index
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from quantpipe_core.trace import echo
+from quantpipe_core.cli import echo
 from quantpipe_core.utility import Utility, log_value
 
 FLOAT_BITS = 32

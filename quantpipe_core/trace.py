@@ -29,13 +29,14 @@ from typing import Literal
 
 import numpy as np
 
+from quantpipe_core.cli import echo
+
 FORMATS = ("csv", "mahimahi", "mbps-log")
 ENDS = ("loop", "hold")
 CSV_HEADER = "time_s,mbps"
 PACKET_BITS = 1500 * 8  # one Mahimahi delivery opportunity
 MAHIMAHI_HOLD_S = 1.0  # after a Mahimahi trace's end, "hold" keeps the mean of its last second
 DEFAULT_FLOOR_MBPS = 0.01
-ECHO_CHARS = 80  # of bad input quoted in an error message
 # Budget of an allocation proportional to an option (bins, steps, milliseconds), checked before
 # it is made: a few bytes of input (bin_s = 1e-9, a Mahimahi stamp of 3e9) must not ask for TiBs.
 MAX_ELEMENTS = 50_000_000
@@ -501,13 +502,6 @@ def _number(text: str, what: str, number: int, name: str) -> float:
     if not math.isfinite(value):
         raise TraceError(f"{name}, line {number}: {what} {echo(text)} is not a finite number")
     return value
-
-
-def echo(value: object, limit: int = ECHO_CHARS) -> str:
-    """``repr(value)`` cut to `limit` characters: an error message quotes bad input, it does
-    not flood the terminal with a 5 MB line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def _is_float(text: str) -> bool:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantpipe_core.cli import ArgumentParser, cut, fail, writable_out_dir
+from quantpipe_core.cli import ArgumentParser, echo, fail, writable_out_dir
 from quantpipe_core.config import (
     CLIP_METHODS,
     SIM_ONLY_POLICIES,
@@ -33,7 +33,6 @@ from quantpipe_core.config import (
     load_config,
     read_toml,
 )
-from quantpipe_core.trace import ECHO_CHARS
 from sim.compare import (
     DEFAULT_POLICIES,
     NEAR_OPTIMUM,
@@ -204,8 +203,7 @@ def _folders(path: Path, data: dict[str, Any]) -> dict[str, str]:
 def _scale(path: Path, where: str, value: Any) -> float:
     """A trace folder's scale: a finite number > 0."""
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        shown = cut(repr(value), ECHO_CHARS)
-        raise SpecError(f"{path}: {where}: expected a number > 0, got {shown}")
+        raise SpecError(f"{path}: {where}: expected a number > 0, got {echo(value)}")
     return float(value)
 
 
