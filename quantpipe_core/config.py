@@ -372,7 +372,7 @@ class LinkConfig:
         "loop | hold: replay the trace, or keep its last rate"
     )))
     floor_mbps: float = field(default=0.01, metadata=spec(Number(True, MAX_FLOOR_MBPS), (
-        ">= 0; lower rates are raised to it"
+        "0 to 1e9; lower rates are raised to it"
     )))
     latency_s: float = field(default=0.0, metadata=spec(Number(zero_ok=True), (
         "seconds of fixed latency per transfer, >= 0"
