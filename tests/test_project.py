@@ -81,3 +81,16 @@ def test_the_user_guides_policy_example_runs_in_the_simulator(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "summary.json").is_file()
+
+
+def test_every_test_docs_reliability_names_exists():
+    """docs/reliability.md maps each bad input to its test: the names must stay real."""
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    missing, current = [], None
+    for file, name in re.findall(r"`(test_\w+\.py)?(?:::)?(test_\w+)?`", text):
+        current = file or current
+        if name:
+            source = (ROOT / "tests" / current).read_text()
+            if not re.search(rf"^def {name}\(", source, re.M):
+                missing.append(f"{current}::{name}")
+    assert not missing
