@@ -23,7 +23,7 @@ from quantpipe_core.runtime.auth import (
     load_run_key,
     require_key_or_insecure,
 )
-from tests.test_runtime import RUN_TIMEOUT_S, config, launch, ranks_running
+from tests.test_runtime import RUN_TIMEOUT_S, config, launch, launch_command, ranks_running
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = b"0123456789abcdef0123456789abcdef"
@@ -210,17 +210,17 @@ def test_a_slow_sink_slows_its_sender_and_is_waited_for_at_the_end(tmp_path):
     assert records["windows"][2]["measured_mbps"] < 1.0  # window 1's frames waited for room
 
 
-def test_an_interrupt_keeps_every_ranks_measurements(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_keeps_every_ranks_measurements(tmp_path, signum):
     out = tmp_path / "out"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "quantpipe_core.runtime.launch", "--config",
-         str(config(tmp_path, 3, "fixed:8")), "--out", str(out), "--duration", "60"],
+        launch_command(config(tmp_path, 3, "fixed:8"), out, "--duration", "60"),
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         started = wait_for_ranks(out, 3)
         time.sleep(3)
-        launcher.send_signal(signal.SIGTERM)
+        launcher.send_signal(signum)
         _, stderr = launcher.communicate(timeout=30)
     finally:
         if launcher.poll() is None:
@@ -239,8 +239,7 @@ def test_an_interrupt_keeps_every_ranks_measurements(tmp_path):
 def test_ranks_die_with_a_killed_launcher_and_save_their_reports(tmp_path):
     out = tmp_path / "out"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "quantpipe_core.runtime.launch", "--config",
-         str(config(tmp_path, 2, "fixed:8")), "--out", str(out), "--duration", "60"],
+        launch_command(config(tmp_path, 2, "fixed:8"), out, "--duration", "60"),
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

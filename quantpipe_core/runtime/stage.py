@@ -37,6 +37,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from quantpipe_core.cli import echo
 from quantpipe_core.config import Config
 from quantpipe_core.heap import keep_large_allocations
 from quantpipe_core.models.carry import decode_carry, encode_carry
@@ -84,6 +85,12 @@ def config_digest(plan: RuntimePlan) -> bytes:
     return hashlib.sha256(json.dumps(agreed, sort_keys=True, default=str).encode()).digest()
 
 
+def tensor_form(shape: tuple[int, ...]) -> tuple[int, int | None]:
+    """What a stage can rely on in a tensor it receives: its number of dimensions and, for a
+    hidden state, its feature width (batch and sequence lengths vary between microbatches)."""
+    return len(shape), shape[-1] if len(shape) >= 3 else None
+
+
 class StageFailure(RuntimeError):
     """A fault that ends the run; the message names the stage and the cause."""
 
@@ -99,7 +106,7 @@ class RankOptions:
     microbatches: int | None = None  # None: no count limit (one pass if there is no duration)
     key: bytes | None = None  # the run key (`auth.load_run_key`); None: unauthenticated
     insecure: bool = False  # allow no key on a non-loopback address
-    fault: str = ""  # testing aid: "corrupt:N", "forge:N" (frame N), "die:N", "slow:MS" (each)
+    fault: str = ""  # testing aid: "corrupt:N", "forge:N", "rename:N" (frame N), "die:N", "slow:MS"
 
 
 class Failure:
@@ -173,6 +180,9 @@ class Rank:
                 config.quant.allowed_bits, config.policy.window, self.records,
             )
         self.sink = SinkMetric(self.task) if self.last else None
+        self.inbound = {} if self.rank == 0 else {  # name: (dimensions, features)
+            spec.name: tensor_form(spec.shape) for spec in self.plan.model.carry_specs(
+                self.plan.cuts[self.rank - 1], config.model.microbatch, config.model.tokens)}
         kind, _, at = options.fault.partition(":")
         self.fault_kind, self.fault_at = kind, int(at) if at else -1
         self.t0 = 0.0
@@ -432,6 +442,13 @@ class Rank:
                     f"{self.name}: corrupt frame for microbatch {microbatch} from stage "
                     f"{link} on link {link}: {error}"
                 ) from None
+            forms = {name: tensor_form(tensor.shape) for name, tensor in carry.items()}
+            if forms != self.inbound:
+                raise StageFailure(
+                    f"{self.name}: the frame for microbatch {microbatch} on link {link} holds "
+                    f"{echo(forms)} (name: dimensions, features) where this stage takes "
+                    f"{echo(self.inbound)}"
+                )
             yield microbatch, None, carry
 
     def compute_loop(self) -> None:
@@ -466,6 +483,8 @@ class Rank:
             with self.sender_lock:
                 bits = self.sender.bits_for_next(start)
             self.check_pace(microbatch, self.clock() - start)
+            if self.fault_kind == "rename" and microbatch == self.fault_at:
+                out = {f"x{name}": tensor for name, tensor in out.items()}  # testing aid
             frame = bytearray(encode_carry(out, bits, codec))
             if self.fault_kind == "corrupt" and microbatch == self.fault_at:
                 frame[len(frame) // 2] ^= 0xFF  # testing aid: one flipped byte on the wire
