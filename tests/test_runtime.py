@@ -328,3 +328,20 @@ def test_a_short_last_microbatch_counts_its_real_items(tmp_path):
     result = json.loads((out / "summary.json").read_text())
     assert result["items_completed"] == images
     assert result["throughput_items_per_s"] > 0
+
+
+def test_runs_with_a_duration_end_at_it_in_both_loops(tmp_path):
+    """A sink 10x slower than the source: the open loop stops offering at the duration and drops
+    what is still queued (a note counts what was never offered); the closed loop finishes its
+    few microbatches in flight and their credits. Both end soon after the duration."""
+    for mode in ("open", "closed"):
+        out = tmp_path / mode
+        start = time.monotonic()
+        done = launch(config(tmp_path, 2, "fixed:8", mode=mode), out, "--duration", "4",
+                      "--fault", "1:slow:300")
+        assert done.returncode == 0, done.stderr
+        assert time.monotonic() - start < 40
+        result = json.loads((out / "summary.json").read_text())
+        assert 0 < result["items_completed"] <= 8 * (4 / 0.3 + 1)
+        never = [n for n in result["notes"] if "never offered" in n]
+        assert bool(never) == (mode == "open")

@@ -87,6 +87,17 @@ def test_tags_bind_the_message_its_fields_and_the_run():
     assert Session(None, b"").tag(b"frame", 0) == b""
 
 
+def test_a_genuine_message_sent_again_is_refused_as_a_replay():
+    from quantpipe_core.runtime.channel import Channel, ForgedMessage
+
+    channel = Channel(None, 1, 0, Session(KEY, b"salt"))
+    channel.check_order(b"frame", 0)
+    channel.check_order(b"frame", 2)  # a gap: frames dropped after the end of a run
+    channel.check_order(b"ack", 0)  # each kind of message counts on its own
+    with pytest.raises(ForgedMessage, match="replayed or out of order"):
+        channel.check_order(b"frame", 2)
+
+
 # ---- whole runs ------------------------------------------------------------------------------
 
 def rank(cfg: Path, k: int, port: int, out: Path, key: str | None, *extra: str

@@ -5,7 +5,8 @@ A frame is a header (int64 ``[frame_bytes, microbatch, bits]``; ``frame_bytes = 
 stream) and a body (the carry frame, then its tag) as a uint8 tensor; the end of the stream has a
 body of its tag alone. An ack or a credit is one uint8 tensor: the microbatch (int64,
 little-endian) and its tag. Nothing is pickled, and every tag is checked before its message is
-used: a forged, replayed or damaged message is a `ForgedMessage`.
+used: a forged, replayed or damaged message is a `ForgedMessage`. Microbatch numbers only grow
+on a channel, so a genuine message sent again (replayed within the run) is refused too.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Channel:
 
     def __init__(self, group: object, peer: int, link: int, session: Session) -> None:
         self.group, self.peer, self.link, self.session = group, peer, link, session
+        self.last: dict[bytes, int] = {}  # the last microbatch received, per kind of message
 
     # ----- frames (sender -> receiver) -------------------------------------------------------
 
@@ -62,6 +64,7 @@ class Channel:
                 f"frame for microbatch {microbatch} on link {self.link} fails its "
                 "authentication tag (forged, damaged, or sent with another run key)"
             )
+        self.check_order(b"frame", microbatch)
         return microbatch, bits, frame
 
     # ----- acks and credits (one number back) ------------------------------------------------
@@ -76,7 +79,16 @@ class Channel:
         (microbatch,) = struct.unpack("<q", data[:8])
         if not self.session.valid(bytes(data[8:]), label, self.link, microbatch):
             raise ForgedMessage(f"a forged {label.decode()} on link {self.link}")
+        self.check_order(label, microbatch)
         return microbatch
+
+    def check_order(self, label: bytes, microbatch: int) -> None:
+        """Refuse a message of kind `label` for a microbatch not after the last one received."""
+        last = self.last.get(label, -1)
+        if microbatch <= last:
+            raise ForgedMessage(f"a {label.decode()} for microbatch {microbatch} on link "
+                                f"{self.link} after one for {last} (replayed or out of order)")
+        self.last[label] = microbatch
 
     # ----- raw ---------------------------------------------------------------------------------
 

@@ -377,8 +377,10 @@ class Rank:
 
     def past_end(self) -> bool:
         """The run's duration is over: as in the simulator, nothing done from now on counts, so
-        the stages drop what is still queued instead of working on it."""
-        return self.duration_s is not None and self.clock() >= self.duration_s
+        the stages of an open loop drop what is still queued instead of working on it. (A closed
+        loop has at most `max_in_flight` microbatches left, and each must return its credit.)"""
+        return (self.duration_s is not None and self.plan.source.mode == "open"
+                and self.clock() >= self.duration_s)
 
     def source_items(self):
         """(microbatch, t_source, carry) at the source's pace, until the run's bound."""
