@@ -8,6 +8,11 @@ without the key. Every frame, ack, credit and report then carries a tag keyed by
 derived from the key and the salt, checked before anything is decoded: a message forged or
 replayed from another run is refused. Frames are authenticated, not encrypted.
 
+A tag is Poly1305 (16 bytes) under a one-time key that HMAC-SHA256 derives from the session key
+and the message's kind, numbers (link, microbatch, bits) and length, as ChaCha20-Poly1305
+derives its one-time keys; each (kind, link, microbatch) is sent once per run, so no one-time key
+tags two messages. Poly1305 runs at several GB/s, five times HMAC-SHA256's speed on a frame.
+
 Without a key (allowed on a loopback address, or with ``--insecure``) the handshake still runs,
 so that a rank with a key and a rank without refuse each other by name, and tags are empty.
 """
@@ -23,9 +28,12 @@ import socket
 import struct
 from pathlib import Path
 
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
 KEY_ENV = "QUANTPIPE_RUN_KEY"
 MIN_KEY_BYTES = 16
-TAG_BYTES = 32  # HMAC-SHA256
+TAG_BYTES = 16  # Poly1305, on every message of a run
+PROOF_BYTES = 32  # HMAC-SHA256, in the handshake
 NONCE_BYTES = 32
 
 
@@ -84,8 +92,12 @@ def _mac(key: bytes, label: bytes, *parts: int | bytes) -> bytes:
     return mac.digest()
 
 
+Part = int | bytes | bytearray | memoryview
+
+
 class Session:
-    """One run's tags: ``tag(label, *parts)`` and ``valid(tag, label, *parts)``.
+    """One run's tags: ``tag(label, *numbers, payload)`` and ``valid(tag, label, *numbers,
+    payload)``; the payload (bytes-like, last) may be left out.
 
     The session key is derived from the run key and rank 0's salt, so tags of one run are
     worthless in another. Without a key, tags are empty and every tag is valid.
@@ -95,13 +107,17 @@ class Session:
         self.key = None if key is None else _mac(key, b"quantpipe session", salt)
         self.tag_bytes = 0 if key is None else TAG_BYTES
 
-    def tag(self, label: bytes, *parts: int | bytes) -> bytes:
-        return b"" if self.key is None else _mac(self.key, label, *parts)
+    def tag(self, label: bytes, *parts: Part) -> bytes:
+        if self.key is None:
+            return b""
+        *numbers, payload = parts if parts and not isinstance(parts[-1], int) else (*parts, b"")
+        one_time_key = _mac(self.key, label, *numbers, len(payload))
+        return Poly1305.generate_tag(one_time_key, payload)
 
-    def valid(self, tag: bytes, label: bytes, *parts: int | bytes) -> bool:
+    def valid(self, tag: bytes, label: bytes, *parts: Part) -> bool:
         if self.key is None:
             return True
-        return hmac.compare_digest(tag, _mac(self.key, label, *parts))
+        return hmac.compare_digest(tag, self.tag(label, *parts))
 
 
 class Handshake:
@@ -114,8 +130,7 @@ class Handshake:
 
     DIGEST_BYTES = 32
     HELLO_BYTES = 1 + NONCE_BYTES + DIGEST_BYTES  # keyed flag, salt, config digest
-    ANSWER_BYTES = 1 + NONCE_BYTES + DIGEST_BYTES + TAG_BYTES  # keyed flag, nonce, digest, proof
-    PROOF_BYTES = TAG_BYTES
+    ANSWER_BYTES = 1 + NONCE_BYTES + DIGEST_BYTES + PROOF_BYTES  # flag, nonce, digest, proof
 
     def __init__(self, key: bytes | None, config_digest: bytes = bytes(DIGEST_BYTES)) -> None:
         self.key, self.digest = key, config_digest
@@ -135,7 +150,7 @@ class Handshake:
         refusal = _keyed_mismatch(self.key is not None, bool(answer[0]), rank)
         if refusal:
             return refusal
-        stated, proof = answer[1:-TAG_BYTES], answer[-TAG_BYTES:]
+        stated, proof = answer[1:-PROOF_BYTES], answer[-PROOF_BYTES:]
         if not hmac.compare_digest(proof, self._proof(b"quantpipe rank", rank, hello[1:], stated)):
             return "could not prove it holds the run key (an impostor, or a different key)"
         if stated[NONCE_BYTES:] != self.digest:
@@ -143,7 +158,7 @@ class Handshake:
         return None
 
     def proof_of_rank0(self, rank: int, hello: bytes, answer: bytes) -> bytes:
-        return self._proof(b"quantpipe rank0", rank, answer[1:-TAG_BYTES], hello[1:])
+        return self._proof(b"quantpipe rank0", rank, answer[1:-PROOF_BYTES], hello[1:])
 
     def check_hello(self, rank: int, hello: bytes) -> str | None:
         """Why rank `rank` refuses rank 0's hello, or None."""
@@ -161,7 +176,7 @@ class Handshake:
         return "stage 0 could not prove it holds the run key: not this run's rank 0"
 
     def _proof(self, label: bytes, *parts: int | bytes) -> bytes:
-        return bytes(TAG_BYTES) if self.key is None else _mac(self.key, label, *parts)
+        return bytes(PROOF_BYTES) if self.key is None else _mac(self.key, label, *parts)
 
 
 def _keyed_mismatch(rank0_keyed: bool, peer_keyed: bool, rank: int) -> str | None:

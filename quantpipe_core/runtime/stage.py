@@ -45,6 +45,7 @@ from quantpipe_core.quant import PacketError
 from quantpipe_core.results import Records
 from quantpipe_core.runtime.auth import (
     NONCE_BYTES,
+    PROOF_BYTES,
     AuthError,
     Handshake,
     Session,
@@ -252,7 +253,7 @@ class Rank:
         answer = handshake.answer(self.rank, hello)
         self.handshake_send(0, answer)
         refusal = handshake.check_hello(self.rank, hello) or handshake.check_proof(
-            self.rank, hello, answer, self.handshake_recv(0, Handshake.PROOF_BYTES))
+            self.rank, hello, answer, self.handshake_recv(0, PROOF_BYTES))
         if refusal:
             raise StageFailure(f"{self.name}: refused to run: {refusal}")
         return Session(self.options.key, hello[1:1 + NONCE_BYTES])
