@@ -94,3 +94,11 @@ def test_every_test_docs_reliability_names_exists():
             if not re.search(rf"^def {name}\(", source, re.M):
                 missing.append(f"{current}::{name}")
     assert not missing
+
+
+def test_frame_auth_benchmark_runs_and_reports_its_goal():
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.frame_auth", "--repeats", "1", "--bits", "8"],
+        capture_output=True, text=True, check=True, timeout=300, cwd=ROOT,
+    ).stdout
+    assert re.search(r"goal: tag\+check < 5% of the default encode at 8 bits: \d+\.\d+%", out)
