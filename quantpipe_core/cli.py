@@ -163,6 +163,19 @@ def check_out_dir(path: Path) -> Path:
     return path
 
 
+def writable_file(text: str) -> Path:
+    """An argparse type for a file to write (a plot): not a folder, in a folder that
+    `check_out_dir` accepts, so that the command fails before its work, not after."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
+    try:
+        check_out_dir(path.parent)
+    except OutError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return path
+
+
 def writable_out_dir(text: str) -> Path:
     """An argparse type for ``--out``: `check_out_dir` on the path."""
     try:

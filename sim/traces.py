@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from quantpipe_core import trace_generators as generators
-from quantpipe_core.cli import ArgumentParser
+from quantpipe_core.cli import ArgumentParser, writable_file
 from quantpipe_core.trace import (
     DEFAULT_FLOOR_MBPS,
     FORMATS,
@@ -190,7 +190,8 @@ def add_info(commands: argparse._SubParsersAction) -> None:
     )
     sub.add_argument("source", metavar="TRACE", help="the trace file")
     _add_shaping(sub)
-    sub.add_argument("--plot", type=Path, help="also write a PNG of rate against time here")
+    sub.add_argument("--plot", type=writable_file,
+                     help="also write a PNG of rate against time here")
     sub.set_defaults(run=info)
 
 

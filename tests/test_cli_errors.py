@@ -228,7 +228,7 @@ def test_sim_run_refuses_config_values_that_failed_in_mid_run(trace, tmp_path, c
     assert line == f"sim.run: {config}: {message}"
 
 
-# ----- sim.traces (its own module is not changed here; these hold what it already does) -------
+# ----- sim.traces ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -237,6 +237,10 @@ def test_sim_run_refuses_config_values_that_failed_in_mid_run(trace, tmp_path, c
     (["info", "{binary}"], "traces: {binary}, line 1: not UTF-8 text"),
     (["generate", "step-drop", "{tmp}/g.csv", "--duration", "0"],
      "traces: duration_s must be a positive number of seconds, got 0.0"),
+    (["info", "{trace}", "--plot", "{file}/p.png"],
+     "python -m sim.traces info: error: argument --plot: {file} exists and is not a folder"),
+    (["info", "{trace}", "--plot", "{tmp}"],
+     "python -m sim.traces info: error: argument --plot: {tmp} is a folder, not a file"),
 ])
 def test_sim_traces_answers_bad_input_in_one_line(trace, a_file, tmp_path, capsys, argv,
                                                   message):
