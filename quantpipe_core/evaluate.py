@@ -44,7 +44,7 @@ from quantpipe_core.models.carry import through_link
 from quantpipe_core.profiles.accuracy import SCHEMA
 from quantpipe_core.profiles.files import profile_stem, read_profile
 from quantpipe_core.quant import Codec
-from quantpipe_core.tasks import Task, sample_count, task_for
+from quantpipe_core.tasks import Task, inputs_in, sample_count, task_for
 
 DEFAULT_BITS = (2, 3, 4, 6, 8, 16)
 # the schemes profiled by default: the plain methods as version 1 sent them, and the same methods
@@ -144,7 +144,7 @@ def evaluate(
         "model": model.name,
         "metric": task.metric,
         "float32": float32,
-        "microbatch": len(next(iter(task.microbatches[0].values()))),
+        "microbatch": inputs_in(task.microbatches[0]),
         "samples": sample_count(task),
         "data": task.data,
         "resamples": resamples,

@@ -123,9 +123,14 @@ def inputs_for(model: StagedModel, microbatch: int) -> Task:
     return task_for(model, microbatch)
 
 
+def inputs_in(carry: Carry) -> int:
+    """Inputs a microbatch holds (its tensors' first dimension; a data set's last may be short)."""
+    return len(next(iter(carry.values())))
+
+
 def sample_count(task: Task) -> int:
     """Inputs the task scores."""
-    return sum(len(next(iter(mb.values()))) for mb in task.microbatches)
+    return sum(inputs_in(mb) for mb in task.microbatches)
 
 
 def run_all(model: StagedModel, microbatches: list[Carry]) -> torch.Tensor:
