@@ -96,10 +96,20 @@ class Channel:
         dist.send(torch.tensor(values, dtype=torch.int64), dst=self.peer, group=self.group)
 
     def _send_bytes(self, data: bytes | bytearray) -> None:
-        buffer = data if isinstance(data, bytearray) else bytearray(data)
-        dist.send(torch.frombuffer(buffer, dtype=torch.uint8), dst=self.peer, group=self.group)
+        send_bytes(data, self.peer, self.group)
 
     def _recv_bytes(self, size: int) -> memoryview:
-        buffer = torch.empty(size, dtype=torch.uint8)
-        dist.recv(buffer, src=self.peer, group=self.group)
-        return memoryview(buffer.numpy())
+        return recv_bytes(size, self.peer, self.group)
+
+
+def send_bytes(data: bytes | bytearray, peer: int, group: object = None) -> None:
+    """`data` to `peer` as one uint8 tensor (`group` None: the default group)."""
+    buffer = data if isinstance(data, bytearray) else bytearray(data)
+    dist.send(torch.frombuffer(buffer, dtype=torch.uint8), dst=peer, group=group)
+
+
+def recv_bytes(size: int, peer: int, group: object = None) -> memoryview:
+    """`size` bytes from `peer`, sent by `send_bytes`."""
+    buffer = torch.empty(size, dtype=torch.uint8)
+    dist.recv(buffer, src=peer, group=group)
+    return memoryview(buffer.numpy())

@@ -51,7 +51,7 @@ from quantpipe_core.runtime.auth import (
     Session,
     require_key_or_insecure,
 )
-from quantpipe_core.runtime.channel import Channel, ForgedMessage
+from quantpipe_core.runtime.channel import Channel, ForgedMessage, recv_bytes, send_bytes
 from quantpipe_core.runtime.lifetime import die_with_parent, watch_interrupts
 from quantpipe_core.runtime.plan import RuntimePlan, resolve_runtime
 from quantpipe_core.runtime.report import (
@@ -61,7 +61,7 @@ from quantpipe_core.runtime.report import (
     write_rank_report,
 )
 from quantpipe_core.sender import LinkSender
-from quantpipe_core.tasks import DigitsTop1, RandomImages, inputs_for, nearest_other
+from quantpipe_core.tasks import DigitsTop1, RandomImages, inputs_for, inputs_in, nearest_other
 
 END = None
 POLL_S = 0.2
@@ -260,17 +260,15 @@ class Rank:
 
     def handshake_send(self, peer: int, data: bytes) -> None:
         try:
-            dist.send(torch.frombuffer(bytearray(data), dtype=torch.uint8), dst=peer)
+            send_bytes(data, peer)
         except Exception as error:
             raise self.handshake_failure(peer, error) from None
 
     def handshake_recv(self, peer: int, size: int) -> bytes:
-        buffer = torch.empty(size, dtype=torch.uint8)
         try:
-            dist.recv(buffer, src=peer)
+            return bytes(recv_bytes(size, peer))
         except Exception as error:
             raise self.handshake_failure(peer, error) from None
-        return buffer.numpy().tobytes()
 
     def handshake_failure(self, peer: int, error: BaseException) -> StageFailure:
         return StageFailure(f"{self.name}: {self.who(peer)} did not complete the run-key "
@@ -286,6 +284,15 @@ class Rank:
     def describe(error: BaseException) -> str:
         text = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         return text.split(". This is typically")[0].split("] ", 1)[-1]  # gloo's source path
+
+    def link_failure(self, where: str, peer: int, error: BaseException) -> str:
+        """The message for `error` on a link or the credit channel: a stage's own failure as it
+        is, a forged message under this stage's name, anything else as the peer's fault."""
+        if isinstance(error, StageFailure):
+            return str(error)
+        if isinstance(error, ForgedMessage):
+            return f"{self.name}: {error}"
+        return self.peer_error(where, peer, error)
 
     def peer_error(self, where: str, peer: int, error: BaseException) -> str:
         text = self.describe(error)
@@ -317,12 +324,8 @@ class Rank:
                 self.records.link_arrive[microbatch, channel.link] = arrived
             self.wait_put(self.inbox, END)
             return
-        except (StageFailure, ForgedMessage) as error:
-            message = str(error)
-            self.failure.set(message if isinstance(error, StageFailure) else
-                             f"{self.name}: {message}")
         except Exception as error:
-            self.failure.set(self.peer_error(f"on link {channel.link}", channel.peer, error))
+            self.failure.set(self.link_failure(f"on link {channel.link}", channel.peer, error))
         with self.inbox.mutex:
             self.inbox.queue.clear()
         self.inbox.put(END)
@@ -360,12 +363,8 @@ class Rank:
                 self.outbox_budget.give(len(frame))
                 self.records.link_bits[microbatch, channel.link] = bits
                 self.records.link_bytes[microbatch, channel.link] = len(frame)
-        except StageFailure as error:
-            self.failure.set(str(error))
-        except ForgedMessage as error:
-            self.failure.set(f"{self.name}: {error}")
         except Exception as error:
-            self.failure.set(self.peer_error(f"on link {channel.link}", channel.peer, error))
+            self.failure.set(self.link_failure(f"on link {channel.link}", channel.peer, error))
 
     # ----- the compute loop ------------------------------------------------------------------
 
@@ -418,11 +417,8 @@ class Rank:
     def recv_credit(self) -> None:
         try:
             self.credits.recv_number(b"credit")
-        except ForgedMessage as error:
-            self.failure.set(f"{self.name}: {error}")
-            raise StageFailure(self.failure.message) from None
         except Exception as error:
-            self.failure.set(self.peer_error("on the credit channel", self.world - 1, error))
+            self.failure.set(self.link_failure("on the credit channel", self.credits.peer, error))
             raise StageFailure(self.failure.message) from None
 
     def inbox_items(self):
@@ -465,7 +461,7 @@ class Rank:
             start = self.clock()
             if t_source is not None:
                 self.records.t_source[microbatch] = t_source
-                items = len(next(iter(carry.values())))
+                items = inputs_in(carry)
                 if items != self.plan.source.items_per_microbatch:
                     self.records.items[microbatch] = items  # the data set's short last one
             self.records.stage_start[microbatch, self.rank] = start
@@ -512,7 +508,7 @@ class Rank:
         try:
             self.credits.send_number(b"credit", microbatch)
         except Exception as error:
-            self.failure.set(self.peer_error("on the credit channel", 0, error))
+            self.failure.set(self.link_failure("on the credit channel", self.credits.peer, error))
             raise StageFailure(self.failure.message) from None
 
     # ----- a whole run -----------------------------------------------------------------------
@@ -524,8 +520,7 @@ class Rank:
             self.connect()
             if self.rank > 0:
                 threads.append(threading.Thread(target=self.receive_loop, daemon=True))
-                threads.append(threading.Thread(target=self.heartbeat, name="heartbeat",
-                                                daemon=True))
+                threading.Thread(target=self.heartbeat, daemon=True).start()
             if not self.last:
                 threads.append(threading.Thread(target=self.send_loop, daemon=True))
             for thread in threads:
@@ -534,8 +529,7 @@ class Rank:
             if not self.last:
                 self.outbox.put(END)
             for thread in threads:
-                if thread.name != "heartbeat":
-                    thread.join()  # each of its waits has the timeout: it ends
+                thread.join()  # each of its waits has the timeout: it ends
             self.failure.check()
             reports = self.gather(self.report(None))
         except Exception as error:
@@ -622,8 +616,8 @@ class Rank:
                 return
             write_rank_report(out, reports[0])
             if self.rank == 0:
-                duration = self.limits()[0] if self.ended_by_duration else None
-                write_merged(out, self.plan, reports, duration)
+                write_merged(out, self.plan, reports,
+                             self.duration_s if self.ended_by_duration else None)
 
 
 class SinkMetric:
@@ -643,7 +637,7 @@ class SinkMetric:
         if isinstance(self.task, RandomImages):
             self.inputs += len(outputs)
         elif isinstance(self.task, DigitsTop1):
-            size = len(next(iter(self.task.microbatches[0].values())))
+            size = inputs_in(self.task.microbatches[0])
             labels = self.task.labels[index * size : index * size + len(outputs)]
             predicted = outputs.argmax(1)
             self.correct += int((predicted == labels).sum())
@@ -667,7 +661,7 @@ class SinkMetric:
         """nn_agreement over the inputs seen (all of them after one full pass)."""
         if not self.latest:
             return None
-        size = len(next(iter(self.task.microbatches[0].values())))
+        size = inputs_in(self.task.microbatches[0])
         indices = sorted(self.latest)
         outputs = torch.cat([self.latest[i] for i in indices])
         rows = torch.cat([torch.arange(i * size, i * size + len(self.latest[i]))
