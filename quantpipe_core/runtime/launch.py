@@ -122,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
     def interrupted(signum, frame):
         raise KeyboardInterrupt
 
+    def merge_reports() -> None:
+        """The four files from what the ranks saved, timed over what they measured."""
+        write_merged(out, resolve_runtime(config), read_rank_reports(out, world), None)
+
     previous = signal.signal(signal.SIGTERM, interrupted)
     try:
         for rank in range(world):
@@ -140,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         print("quantpipe launch: interrupted: every rank saves its measurements",
               file=sys.stderr)
         stop(processes)
-        write_merged(out, resolve_runtime(config), read_rank_reports(out, world), None)
+        merge_reports()
         print(f"quantpipe launch: what was measured before the interrupt is in {out}",
               file=sys.stderr)
         return 130
@@ -153,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"quantpipe launch: rank {rank} ({config.devices[rank].name}) exited with {code}",
               file=sys.stderr)
     if failed:
-        write_merged(out, resolve_runtime(config), read_rank_reports(out, world), None)
+        merge_reports()
         return 1
     summary = json.loads((out / "summary.json").read_text())
     print(
