@@ -169,10 +169,7 @@ def writable_file(text: str) -> Path:
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder, not a file")
-    try:
-        check_out_dir(path.parent)
-    except OutError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+    writable_out_dir(str(path.parent))
     return path
 
 
