@@ -200,13 +200,17 @@ def outcome(decoder: Callable[[bytes], object], data: bytes, case: str) -> str:
     return "decoded"
 
 
+def assert_damage_refused(decoder, samples: list[bytes], kind: str, seed: int) -> None:
+    """Every `CASES[kind]` damaged copy of `samples` is refused by `decoder`."""
+    rng = np.random.default_rng(seed)
+    for case in range(CASES[kind]):
+        sample = samples[case % len(samples)]
+        got = outcome(decoder, damaged(sample, rng), f"{kind} case {case}")
+        assert got.startswith("refused"), f"{kind} case {case} decoded"
+
+
 def test_every_damaged_packet_is_refused():
-    rng = np.random.default_rng(1)
-    packets = sample_packets()
-    for case in range(CASES["damaged packets"]):
-        packet = packets[case % len(packets)]
-        got = outcome(decode, damaged(packet, rng), f"damaged packet case {case}")
-        assert got.startswith("refused"), f"damaged packet case {case} decoded"
+    assert_damage_refused(decode, sample_packets(), "damaged packets", seed=1)
 
 
 def test_forged_packets_with_valid_crcs_decode_to_finite_values_or_are_refused():
@@ -279,12 +283,7 @@ def forged_frame(frame: bytes, packets_pool: list[bytes], rng: np.random.Generat
 
 
 def test_every_damaged_carry_frame_is_refused():
-    rng = np.random.default_rng(3)
-    frames = sample_frames()
-    for case in range(CASES["damaged frames"]):
-        frame = frames[case % len(frames)]
-        got = outcome(decode_carry, damaged(frame, rng), f"damaged frame case {case}")
-        assert got.startswith("refused"), f"damaged frame case {case} decoded"
+    assert_damage_refused(decode_carry, sample_frames(), "damaged frames", seed=3)
 
 
 def test_forged_carry_frames_with_valid_crcs_decode_to_finite_values_or_are_refused():
