@@ -547,11 +547,13 @@ class Rank:
         message = f"{self.name}: interrupted at {when} ({signum.name})"
         self.failure.set(message)
         print(f"quantpipe runtime: {message}", file=sys.stderr, flush=True)
-        report = self.report(message)
-        report["interrupted_at_s"] = self.clock() if self.t0 else 0.0
-        self.finish([report])
-        sys.stderr.flush()
-        os._exit(130)
+        try:
+            report = self.report(message)
+            report["interrupted_at_s"] = self.clock() if self.t0 else 0.0
+            self.finish([report])
+        finally:  # whatever happened while saving, the interrupt ends the process
+            sys.stderr.flush()
+            os._exit(130)
 
     def heartbeat(self) -> None:
         """A counter in rank 0's store that rank 0 watches while it waits for this rank's
@@ -622,9 +624,11 @@ class Rank:
 
 class SinkMetric:
     """Predictions and the measured metric: top-1 against labels (classifiers) or
-    nearest-neighbour agreement with the float32 embeddings (sentence encoders)."""
+    nearest-neighbour agreement with the float32 embeddings (sentence encoders). The compute
+    loop adds while an interrupt's watcher thread may read the result: both hold `lock`."""
 
     def __init__(self, task: Any) -> None:
+        self.lock = threading.Lock()
         self.task = task
         self.count = len(task.microbatches)
         self.correct = 0
@@ -633,6 +637,10 @@ class SinkMetric:
         self.latest: dict[int, torch.Tensor] = {}
 
     def add(self, microbatch: int, outputs: torch.Tensor) -> None:
+        with self.lock:
+            self._add(microbatch, outputs)
+
+    def _add(self, microbatch: int, outputs: torch.Tensor) -> None:
         index = microbatch % self.count
         if isinstance(self.task, RandomImages):
             self.inputs += len(outputs)
@@ -648,6 +656,10 @@ class SinkMetric:
             self.inputs += len(outputs)
 
     def result(self) -> dict[str, Any]:
+        with self.lock:
+            return self._result()
+
+    def _result(self) -> dict[str, Any]:
         if isinstance(self.task, RandomImages):
             return {"metric": None, "measured_accuracy": None, "inputs": self.inputs}
         if isinstance(self.task, DigitsTop1):
