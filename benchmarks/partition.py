@@ -23,6 +23,7 @@ import time
 
 import networkx as nx
 
+from quantpipe_core.names import bits_rule, is_bits
 from quantpipe_core.partition import Placement, partition, tensor_link_bytes
 
 GOAL_S = 5.0
@@ -103,8 +104,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.blocks < 1 or args.devices < 1 or args.repeats < 1:
         parser.error("--blocks, --devices and --repeats must be at least 1")
-    if not (1 <= args.bits <= 16 or args.bits == 32):
-        parser.error(f"--bits must be in 1..16 or 32, got {args.bits}")
+    if not is_bits(args.bits, allow_float=True):
+        parser.error(f"--bits must be in {bits_rule(allow_float=True)}, got {args.bits}")
 
     names, reference_s, weights, shapes = model(args.blocks, block_ms=10.0)
     graph, slowdown = cluster(args.devices, args.seed, args.edge_p)

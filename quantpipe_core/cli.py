@@ -29,12 +29,13 @@ def name_list(text: str) -> list[str]:
 
 def bits_list(*, allow_float: bool) -> Callable[[str], list[int]]:
     """An argparse type for ``"2,3,4"``: bitwidths 1..16, and 32 (float32) if `allow_float`."""
-    allowed = "1..16 or 32" if allow_float else "1..16"
+    from quantpipe_core.names import bits_rule, is_bits  # cli is a leaf: names imports trace
 
     def parse(text: str) -> list[int]:
         bits = int_list(text)
-        if bad := [b for b in bits if not (1 <= b <= 16 or (allow_float and b == 32))]:
-            raise argparse.ArgumentTypeError(f"bitwidths must be {allowed}, got {bad}")
+        if bad := [b for b in bits if not is_bits(b, allow_float=allow_float)]:
+            rule = bits_rule(allow_float=allow_float)
+            raise argparse.ArgumentTypeError(f"bitwidths must be {rule}, got {bad}")
         return bits
 
     return parse

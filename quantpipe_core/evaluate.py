@@ -41,6 +41,7 @@ from quantpipe_core.cli import (
 )
 from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import through_link
+from quantpipe_core.names import bits_rule
 from quantpipe_core.profiles.accuracy import SCHEMA
 from quantpipe_core.profiles.files import profile_stem, read_profile
 from quantpipe_core.quant import Codec
@@ -266,7 +267,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cuts", type=name_list, default=["all"],
                         help="comma-separated cut ids (e.g. block1.gelu,block1.out) or 'all'")
     parser.add_argument("--bits", type=bits_list(allow_float=False), default=list(DEFAULT_BITS),
-                        help="bitwidths, 1..16 (default 2,3,4,6,8,16)")
+                        help=f"bitwidths, {bits_rule(allow_float=False)} (default 2,3,4,6,8,16)")
     parser.add_argument("--codecs", type=codec_list, default=list(DEFAULT_CODECS),
                         help="codec labels, method[/transform[/granularity[/oK]]], e.g. "
                         "ds-aciq/hadamard/auto (default: minmax, aciq and ds-aciq, each "

@@ -50,8 +50,8 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from quantpipe_core.names import check_bits
 from quantpipe_core.quant import wire_size
-from quantpipe_core.quant.clipping import check_bits
 
 LinkBytes = Callable[[int, int], int]
 # Within this fraction below the best plan found, a bound that admits no plan takes long to

@@ -35,9 +35,9 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from quantpipe_core.cli import echo
+from quantpipe_core.names import FLOAT_BITS, bits_rule, is_bits
 from quantpipe_core.utility import Utility, log_value
 
-FLOAT_BITS = 32
 TIE = 1e-6  # planner scores closer than this per microbatch are a tie (profiles often have them)
 
 
@@ -101,8 +101,8 @@ class FixedPolicy:
     bits: int = 8
 
     def __post_init__(self) -> None:
-        if not (1 <= self.bits <= 16 or self.bits == FLOAT_BITS):
-            raise ValueError(f"fixed bits must be 1..16 or 32, got {self.bits}")
+        if not is_bits(self.bits, allow_float=True):
+            raise ValueError(f"fixed bits must be {bits_rule(allow_float=True)}, got {self.bits}")
 
     def decide(self, obs: Observation) -> list[int]:
         return [self.bits] * obs.window_len

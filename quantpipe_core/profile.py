@@ -28,6 +28,7 @@ from quantpipe_core.cli import ArgumentParser, bits_list, codec_list, int_list, 
 from quantpipe_core.datasets import digits, stdlib_sentences
 from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_model, model_dir
 from quantpipe_core.models.carry import decode_carry, encode_carry
+from quantpipe_core.names import bits_rule
 from quantpipe_core.profiles.compute import SCHEMA
 from quantpipe_core.profiles.files import profile_stem, read_profile
 from quantpipe_core.quant import METHODS
@@ -180,7 +181,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--microbatch", type=int_list, default=[1, 8],
                         help="microbatch sizes (default 1,8)")
     parser.add_argument("--bits", type=bits_list(allow_float=True), default=list(DEFAULT_BITS),
-                        help="bitwidths for the codec, 1..16 or 32 (default 2,3,4,6,8,16,32)")
+                        help=f"bitwidths for the codec, {bits_rule(allow_float=True)} "
+                        "(default 2,3,4,6,8,16,32)")
     parser.add_argument("--codecs", type=codec_list, default=list(DEFAULT_CODECS),
                         help="codec labels, method[/transform[/granularity[/oK]]] (default: "
                         "every clipping method with none/tensor and with hadamard/auto)")

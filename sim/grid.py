@@ -37,7 +37,7 @@ from quantpipe_core.config import (
     Config,
     ConfigError,
     Where,
-    _check_names,
+    check_names,
     load_config,
     read_toml,
 )
@@ -142,7 +142,7 @@ def read_grid(path: Path) -> Grid:
     """The grid of the spec at `path`, every value checked; `ConfigError` names the key."""
     data = read_toml(path)
     where = Where(str(path), path.resolve().parent)
-    _check_names(data, SPEC_KEYS, where, "key")
+    check_names(data, SPEC_KEYS, where, "key")
     base = _base(data, where)
     axes = _axes(data.get("axes", {}), where.key("axes"))
     policies = _policies(data.get("policies"), base, axes, where.key("policies"))
@@ -179,7 +179,7 @@ def _policies(value: Any, base: Config, axes: dict[str, list[Any]],
             policy = GridPolicy(entry, entry, None)
         else:
             table = _table(entry, here)
-            _check_names(table, POLICY_KEYS, here, "key")
+            check_names(table, POLICY_KEYS, here, "key")
             name = _text(table.get("name"), here.key("name"))
             params = dict(_table(table.get("params", {}), here.key("params")))
             label = table.get("label")
@@ -202,7 +202,7 @@ def _traces(value: Any, base: Config, where: Where) -> tuple[GridTrace, ...]:
     for index, entry in enumerate(value):
         here = where.index(index)
         table = {"path": entry} if isinstance(entry, str) else _table(entry, here)
-        _check_names(table, TRACE_KEYS, here, "key")
+        check_names(table, TRACE_KEYS, here, "key")
         text = _text(table.get("path"), here.key("path"))
         scale = table.get("scale")
         if scale is not None:

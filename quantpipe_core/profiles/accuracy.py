@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
+from quantpipe_core.names import FLOAT_BITS
 from quantpipe_core.profiles.files import read_profile, shipped_path
 
 SCHEMA = "quantpipe.accuracy/1"
-FLOAT_BITS = 32
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,9 @@ Public API (the rest of QuantPipe and outside checks use exactly these names):
 See docs/quantization.md for the methods, the wire format and measured speed.
 """
 
+from quantpipe_core.names import GRANULARITIES, TRANSFORMS
 from quantpipe_core.quant.clipping import METHODS, clip_range
-from quantpipe_core.quant.scheme import DEFAULT, GRANULARITIES, Codec
-from quantpipe_core.quant.transform import TRANSFORMS
+from quantpipe_core.quant.scheme import DEFAULT, Codec
 from quantpipe_core.quant.wire import (
     CorruptPacket,
     ForeignPacket,

@@ -21,18 +21,20 @@ One small class per method behind one interface, `ranges(stats, bits) -> (lo, hi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from quantpipe_core.names import CLIP_METHODS, check_bits, check_registry
 from quantpipe_core.quant import grid
 from quantpipe_core.quant.aciq import DISTRIBUTIONS, aciq_range
 from quantpipe_core.quant.error import ExactError, HistogramError
 from quantpipe_core.quant.observe import GroupStats, TokenScaled
 from quantpipe_core.quant.search import GRID_POINTS, directed_search, grid_search
 
-METHODS = ("minmax", "aciq", "ds-aciq", "percentile", "mse")
+METHODS = tuple(CLIP_METHODS)
 RANGE_GROUPS = ("tensor", "token")
 TOKEN_GRID_POINTS = 16
 
@@ -127,31 +129,24 @@ def check_dist_pct(dist: str, pct: float) -> None:
         raise ValueError(f"pct must be a number in (50, 100], got {pct!r}")
 
 
+# Each method's class, built from the codec's options (ACIQ's `dist`, the percentile's `pct`);
+# its name and one-line description are in quantpipe_core.names.CLIP_METHODS.
+BUILDERS: dict[str, Callable[[str, float], ClipMethod]] = {
+    "minmax": lambda dist, pct: MinMax(),
+    "aciq": lambda dist, pct: Aciq(dist),
+    "ds-aciq": lambda dist, pct: DsAciq(dist),
+    "percentile": lambda dist, pct: Percentile(float(pct)),
+    "mse": lambda dist, pct: MseGrid(),
+}
+check_registry("clipping methods", BUILDERS, CLIP_METHODS)
+
+
 def clip_method(method: str, *, dist: str = "auto", pct: float = 99.99) -> ClipMethod:
     """The clipping method named `method`, with its options checked."""
     check_dist_pct(dist, pct)
-    if method == "minmax":
-        return MinMax()
-    if method == "aciq":
-        return Aciq(dist)
-    if method == "ds-aciq":
-        return DsAciq(dist)
-    if method == "percentile":
-        return Percentile(float(pct))
-    if method == "mse":
-        return MseGrid()
-    raise ValueError(f"unknown clipping method {method!r}; choose one of {', '.join(METHODS)}")
-
-
-def check_bits(bits: object, *, allow_float: bool) -> int:
-    """`bits` as an int in 1..16 (or 32, where float32 may be sent), else a clear ValueError."""
-    allowed = "1..16" + (" or 32" if allow_float else "")
-    if isinstance(bits, bool) or not isinstance(bits, int | np.integer):
-        raise ValueError(f"bits must be an integer in {allowed}, got {bits!r}")
-    bits = int(bits)
-    if grid.MIN_BITS <= bits <= grid.MAX_BITS or (allow_float and bits == grid.FLOAT_BITS):
-        return bits
-    raise ValueError(f"bits must be in {allowed}, got {bits}")
+    if method not in BUILDERS:
+        raise ValueError(f"unknown clipping method {method!r}; choose one of {', '.join(METHODS)}")
+    return BUILDERS[method](dist, pct)
 
 
 def check_granularity(granularity: str) -> None:

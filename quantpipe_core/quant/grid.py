@@ -17,9 +17,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-MIN_BITS = 1
-MAX_BITS = 16
-FLOAT_BITS = 32
 FLOAT32_SAFE = 2.0**127  # |lo| + |hi| below it: every intermediate stays finite in float32
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _FLOAT32_TINY = float(np.finfo(np.float32).tiny)

@@ -26,11 +26,10 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from quantpipe_core.names import GRANULARITIES, TRANSFORMS
 from quantpipe_core.quant.aciq import DISTRIBUTIONS
 from quantpipe_core.quant.clipping import METHODS, check_dist_pct
-from quantpipe_core.quant.transform import TRANSFORMS
 
-GRANULARITIES = ("tensor", "token", "auto")
 AUTO_TOKEN_SHARE = 0.10
 RANGE_BITS = 64  # one (lo, hi) pair of float32
 OUTLIER_BITS = 16

@@ -27,7 +27,6 @@ from functools import cache, lru_cache
 import numpy as np
 import torch
 
-TRANSFORMS = ("none", "hadamard")
 MAX_RADIX = 16
 ROTATION_LIMIT = 2.0**127
 

@@ -38,11 +38,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from quantpipe_core.names import FLOAT_BITS, TRANSFORMS, check_bits, is_bits
 from quantpipe_core.quant import grid, packing
 from quantpipe_core.quant.clipping import (
     RANGE_GROUPS,
     as_groups,
-    check_bits,
     clip_method,
     group_ranges,
     observe,
@@ -54,7 +54,7 @@ from quantpipe_core.quant.scheme import (
     outlier_count,
     resolve_granularity,
 )
-from quantpipe_core.quant.transform import TRANSFORMS, fits_rotation, rotate, unrotate
+from quantpipe_core.quant.transform import fits_rotation, rotate, unrotate
 
 MAGIC = b"QPAQ"
 VERSION = 2
@@ -124,7 +124,7 @@ class Layout:
 
     @property
     def size(self) -> int:
-        if self.bits == grid.FLOAT_BITS:
+        if self.bits == FLOAT_BITS:
             return self.header_size + 4 * self.numel + _CRC.size
         body = 8 * self.groups + packing.payload_size(self.numel, self.bits)
         if self.outliers:
@@ -137,7 +137,7 @@ def _layout(shape: Sequence[int], bits: int, codec: Codec, dtype: torch.dtype) -
     granularity = resolve_granularity(shape, bits, codec.granularity)
     if granularity == "token" and not shape:
         raise ValueError("granularity 'token' needs a tensor with at least one dimension")
-    if bits == grid.FLOAT_BITS:
+    if bits == FLOAT_BITS:
         return Layout(VERSION, dtype, bits, "tensor", shape, "none", 0, 0)
     return Layout(VERSION, dtype, bits, granularity, shape, codec.transform, codec.seed,
                   outlier_count(shape, codec.outliers))
@@ -167,7 +167,7 @@ def encode(x: torch.Tensor, bits: int, method: str = "ds-aciq", **options: objec
         raise ValueError(f"unsupported dtype {x.dtype}; use one of {_DTYPES}")
     layout = _layout(tuple(x.shape), bits, codec, x.dtype)
     x32 = as_groups(x, "tensor").reshape(layout.rows, layout.channels)
-    if bits == grid.FLOAT_BITS:
+    if bits == FLOAT_BITS:
         observe(x32.reshape(1, -1), 1)  # refuses NaN and Inf, as every bitwidth does
         return _sealed([_header(layout), x32.numpy().tobytes()])
     channels = apart_range = apart_payload = b""
@@ -264,7 +264,7 @@ def decode(data: bytes | bytearray | memoryview) -> torch.Tensor:
             f"corrupt packet: {n} bytes where shape {layout.shape} at {layout.bits} bits "
             f"takes {layout.size}"
         )
-    if layout.bits == grid.FLOAT_BITS:
+    if layout.bits == FLOAT_BITS:
         return _decode_floats(view, layout)
     return _decode_grid(view, layout)
 
@@ -361,7 +361,7 @@ def _parse_layout(view: memoryview) -> Layout | None:
         return None
     valid = (
         dtype_code < len(_DTYPES)
-        and (grid.MIN_BITS <= bits <= grid.MAX_BITS or bits == grid.FLOAT_BITS)
+        and is_bits(bits, allow_float=True)
         and gran_code < len(RANGE_GROUPS)
         and transform_code < len(TRANSFORMS)
         and ndim <= MAX_NDIM
@@ -377,7 +377,7 @@ def _parse_layout(view: memoryview) -> Layout | None:
     if layout.granularity == "token" and ndim == 0:
         return None
     if outliers != outlier_count(shape, outliers) or (
-        version == VERSION and bits == grid.FLOAT_BITS and (outliers or transform_code or gran_code)
+        version == VERSION and bits == FLOAT_BITS and (outliers or transform_code or gran_code)
     ):
         return None
     return layout

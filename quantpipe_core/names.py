@@ -1,0 +1,62 @@
+"""The names and limits every part of QuantPipe shares, in one torch-free module.
+
+The config, the command lines, the codec, the policies and the profiles all take the bitwidth
+rule, the clipping methods, the codec options, the built-in models and the trace formats from
+here, so that loading a config needs no torch and no list is copied by hand. The code behind
+each name registers under it (`quant.clipping.METHODS`, `models.load.BUILDERS`, ...) and checks
+at import that it covers exactly these names.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+from quantpipe_core.trace import FORMATS
+
+MIN_BITS = 1
+MAX_BITS = 16
+FLOAT_BITS = 32  # "no quantization": the tensor goes as float32
+
+CLIP_METHODS = {
+    "minmax": "the data's own extremes",
+    "aciq": "ACIQ's analytical range for a Laplace or Gaussian fit",
+    "ds-aciq": "ACIQ's range refined by a directed search on the real error",
+    "percentile": "the pct-th and (100 - pct)-th percentiles",
+    "mse": "the range of least quantization error on a grid of candidates",
+}
+TRANSFORMS = ("none", "hadamard")  # a transform's index is its code in the packet header
+GRANULARITIES = ("tensor", "token", "auto")
+BUILTIN_MODELS = ("digits-vit", "minilm", "vit-base")
+TRACE_FORMATS = ("auto", *FORMATS)  # "auto": detected from the file
+
+
+def bits_rule(*, allow_float: bool) -> str:
+    """The bitwidths allowed, as error messages and help texts write them."""
+    quantized = f"{MIN_BITS}..{MAX_BITS}"
+    return f"{quantized} or {FLOAT_BITS}" if allow_float else quantized
+
+
+def is_bits(bits: int, *, allow_float: bool) -> bool:
+    """Whether `bits` is a bitwidth the codec can send (float32 only if `allow_float`)."""
+    return MIN_BITS <= bits <= MAX_BITS or (allow_float and bits == FLOAT_BITS)
+
+
+def check_bits(bits: object, *, allow_float: bool) -> int:
+    """`bits` as an int the codec can send, else a ValueError that says what is allowed."""
+    allowed = bits_rule(allow_float=allow_float)
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral):
+        raise ValueError(f"bits must be an integer in {allowed}, got {bits!r}")
+    if not is_bits(int(bits), allow_float=allow_float):
+        raise ValueError(f"bits must be in {allowed}, got {bits}")
+    return int(bits)
+
+
+def check_registry(kind: str, registered: Iterable[str], names: Iterable[str]) -> None:
+    """Refuse a registry whose keys are not exactly the names declared here, at import, so a
+    name added on one side only fails at once instead of in a user's run."""
+    if list(registered) != list(names):
+        raise RuntimeError(
+            f"{kind}: registered {list(registered)} but quantpipe_core.names declares "
+            f"{list(names)}; add the new name to both"
+        )
