@@ -31,7 +31,6 @@ import numpy as np
 
 from quantpipe_core.cli import echo
 
-FORMATS = ("csv", "mahimahi", "mbps-log")
 ENDS = ("loop", "hold")
 CSV_HEADER = "time_s,mbps"
 PACKET_BITS = 1500 * 8  # one Mahimahi delivery opportunity
@@ -551,6 +550,12 @@ def _write_mahimahi(trace: Trace) -> str:
 
 
 _WRITERS = {"csv": _write_csv, "mahimahi": _write_mahimahi, "mbps-log": _write_mbps_log}
+
+# The formats: a new one is a parser, a writer and a line in `detect_format`, all in this file;
+# the config, `sim.traces` and the emulator take their names from here (`names.TRACE_FORMATS`).
+FORMATS = tuple(_PARSERS)
+if tuple(_WRITERS) != FORMATS:
+    raise RuntimeError(f"trace formats: parsers for {FORMATS}, writers for {tuple(_WRITERS)}")
 
 
 # ---- arithmetic on segment arrays ------------------------------------------------------------

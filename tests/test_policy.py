@@ -225,6 +225,38 @@ def test_user_policies_load_by_module_and_class(tmp_path, monkeypatch):
     assert policy.decide(observe(1.0)) == [3] * 4
 
 
+class Steady:
+    """A plain class (not a dataclass) following the policy recipe in docs/extending.md."""
+
+    def __init__(self, bits: int = 8, *, margin: float = 0.5) -> None:
+        self.bits = bits
+        self.margin = margin
+
+    def decide(self, obs):
+        return [self.bits] * obs.window_len
+
+
+def test_a_plain_class_registered_as_built_in_is_configured_and_checked_like_the_others(
+    monkeypatch, tmp_path
+):
+    from quantpipe_core.config import ConfigError, config_from_dict
+    from quantpipe_core.policy import BUILT_IN
+    from sim.simulation import simulate
+
+    monkeypatch.setitem(BUILT_IN, "steady", Steady)
+    config = config_from_dict({"policy": {"name": "steady", "params": {"bits": 4, "margin": 1}},
+                               "model": {"name": "digits-vit"}})
+    assert make_policy(config.policy.name, **config.policy.params).bits == 4
+    with pytest.raises(ConfigError, match="unknown steady parameter 'bit'; did you mean 'bits'"):
+        config_from_dict({"policy": {"name": "steady", "params": {"bit": 4}}})
+    with pytest.raises(ConfigError, match=r"policy.params.margin: expected a number"):
+        config_from_dict({"policy": {"name": "steady", "params": {"margin": "wide"}}})
+    trace = tmp_path / "flat.csv"
+    trace.write_text("time_s,mbps\n0,30\n10,30\n")
+    result = simulate(config, trace)
+    assert result.summary["mean_bits"] == 4
+
+
 @pytest.mark.parametrize(
     ("name", "params", "message"),
     [

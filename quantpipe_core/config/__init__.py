@@ -13,13 +13,13 @@ span fields) and `write` (TOML out).
 """
 
 from quantpipe_core.config.fields import (
-    POLICY_NAMES,
     SIM_ONLY_POLICIES,
     USER_CLASS,
     ConfigError,
     Where,
     check_names,
     did_you_mean,
+    policy_names,
 )
 from quantpipe_core.config.read import config_from_dict, load_config, read_toml
 from quantpipe_core.config.schema import (
@@ -37,7 +37,6 @@ from quantpipe_core.config.schema import (
 from quantpipe_core.config.write import default_toml, to_toml
 
 __all__ = [
-    "POLICY_NAMES",
     "SECTIONS",
     "SIM_ONLY_POLICIES",
     "USER_CLASS",
@@ -57,6 +56,7 @@ __all__ = [
     "default_toml",
     "did_you_mean",
     "load_config",
+    "policy_names",
     "read_toml",
     "to_toml",
 ]

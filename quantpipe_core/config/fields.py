@@ -21,7 +21,6 @@ from quantpipe_core.names import BUILTIN_MODELS, FLOAT_BITS, bits_rule, is_bits
 from quantpipe_core.policy import BUILT_IN
 
 SIM_ONLY_POLICIES = ("oracle", "optimal")  # they read the trace's future: the simulator only
-POLICY_NAMES = (*BUILT_IN, *SIM_ONLY_POLICIES)
 PATH_CHARS = 250  # of a path quoted in an error message (a model "name" may be a huge string)
 USER_CLASS = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*", re.ASCII)
 
@@ -213,13 +212,19 @@ class PolicyName:
                     f"a user's policy is named 'module:Class' (e.g. mypolicies:Greedy), "
                     f"got {echo(name)}"
                 )
-        elif name not in POLICY_NAMES:
+        elif name not in (known := policy_names()):
             raise where.error(
-                f"{echo(name)} is not one of {', '.join(POLICY_NAMES)}, fixed:N or "
+                f"{echo(name)} is not one of {', '.join(known)}, fixed:N or "
                 f"'module:Class'"
-                f"{did_you_mean(name, POLICY_NAMES)}"
+                f"{did_you_mean(name, known)}"
             )
         return name
+
+
+def policy_names() -> tuple[str, ...]:
+    """The built-in policies (`policy.BUILT_IN`, where a new one is registered) and the
+    simulator's."""
+    return (*BUILT_IN, *SIM_ONLY_POLICIES)
 
 
 def spec(kind: Kind, doc: str) -> dict[str, Any]:
