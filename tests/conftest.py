@@ -1,4 +1,9 @@
-"""Shared test helpers: data shaped like real activations, and the rule for tests that need root."""
+"""Shared test helpers: data shaped like real activations, and the rule for tests that need root.
+
+Markers (pyproject.toml): ``slow`` for tests that run whole pipelines, emulations, benchmarks or
+clusters (``pytest -m "not slow"`` runs the rest in under a minute); ``root("what")`` for tests
+that need root, which `require_root` skips outside CI and fails in CI.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,12 @@ def require_root(what: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{what} needs root, and CI=true runs every test")
     pytest.skip(f"{what} needs root; run as root (CI does)")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A ``root`` test skips (or fails, in CI) before its fixtures build anything."""
+    if (mark := item.get_closest_marker("root")) is not None:
+        require_root(mark.args[0] if mark.args else item.name)
 
 
 def laplace_activation(seed: int, shape=ACTIVATION_SHAPE) -> torch.Tensor:

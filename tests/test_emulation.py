@@ -109,11 +109,8 @@ def _timed_out(signum, frame):
 
 @pytest.fixture
 def root_net():
-    """Root or skip; a hard SIGALRM time limit (raised in the test, so its clean-up runs); and
+    """A hard SIGALRM time limit (raised in the test, so its clean-up runs); and
     nothing left behind afterwards."""
-    from tests.conftest import require_root
-
-    require_root("Mininet")
     previous = signal.signal(signal.SIGALRM, _timed_out)
     signal.alarm(TEST_TIMEOUT_S)
     try:
@@ -176,6 +173,8 @@ def test_replayer_keeps_to_wall_clock():
 
 # ---- Mininet (root) ----
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet")
 def test_chain_comes_up_and_routes_to_rank0(root_net):
     from emulation.topology import chain
 
@@ -206,6 +205,8 @@ def test_chain_comes_up_and_routes_to_rank0(root_net):
                     server.wait()
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet")
 def test_shaped_link_throughput(root_net):
     from emulation.topology import chain
 
@@ -218,6 +219,8 @@ def test_shaped_link_throughput(root_net):
         assert rate == pytest.approx(8.0, rel=0.2)
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet")
 def test_replayer_changes_rate_in_place(root_net, tmp_path):
     from emulation.topology import chain
 
@@ -257,6 +260,8 @@ def test_replayer_changes_rate_in_place(root_net, tmp_path):
         assert " rate 5Mbit ceil 5Mbit" in _tc(htb, "class")[2]
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet")
 def test_a_rate_of_zero_is_replayed_as_an_outage(root_net):
     """htb has no rate 0 (``tc``: "rate" is required): a trace's 0 Mbit/s (``floor_mbps = 0``)
     becomes htb's smallest rate, 8 bit/s, and the link comes back after it."""
@@ -281,6 +286,8 @@ def _tc(htb: HtbClass, what: str) -> tuple[str, int, str]:
     return first.split(" refcnt")[0] if what == "qdisc" else first, sent, text
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet")
 def test_cleanup_after_error_and_sigint(root_net):
     from emulation.topology import chain
 
@@ -306,6 +313,8 @@ def test_cleanup_after_error_and_sigint(root_net):
         _assert_clean()
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet")
 def test_cleanup_touches_nothing_but_mininet_state(root_net):
     from emulation.cleanup import guarded
 

@@ -22,7 +22,6 @@ from emulation.agreement import (
 )
 from emulation.agreement import main as agreement_main
 from emulation.cleanup import leftovers
-from tests.conftest import require_root
 
 ROOT = Path(__file__).resolve().parents[1]
 DROP_S, DURATION_S, TARGET = 15.0, 30.0, 128.0
@@ -55,8 +54,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 @pytest.fixture(scope="module")
 def emulated(tmp_path_factory) -> Path:
-    """30 s of the digits ViT emulated on a 4 -> 0.8 Mbit/s step at 15 s (16 bits fit, then 4)."""
-    require_root("Mininet emulation")
+    """30 s of the digits ViT emulated on a 4 -> 0.8 Mbit/s step at 15 s (16 bits fit, then 4);
+    built by the first test that uses it, after its ``root`` marker checked for root."""
     folder = tmp_path_factory.mktemp("emulation")
     trace, config = folder / "step.csv", folder / "run.toml"
     subprocess.run(
@@ -74,6 +73,8 @@ def emulated(tmp_path_factory) -> Path:
     return folder / "out"
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet emulation")
 def test_an_emulated_run_writes_the_simulators_files_the_simulation_and_the_agreement(emulated):
     for folder in (emulated, emulated / "simulated"):
         for name in ("timeline.csv", "windows.csv", "summary.json", "plot.png"):
@@ -84,6 +85,8 @@ def test_an_emulated_run_writes_the_simulators_files_the_simulation_and_the_agre
     assert summary["measured_accuracy"] > 0.9  # the digits really went through both stages
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet emulation")
 def test_the_bitwidth_drops_within_two_windows_of_the_bandwidth_drop(emulated):
     windows = read_csv(emulated / "windows.csv")
     before = [float(w["bits"]) for w in windows if float(w["t_end_s"]) <= DROP_S]
@@ -93,6 +96,8 @@ def test_the_bitwidth_drops_within_two_windows_of_the_bandwidth_drop(emulated):
     assert first_after <= dropped <= first_after + 2
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet emulation")
 def test_the_delivered_rate_comes_back_to_at_least_90_percent_of_the_target(emulated):
     sink = [float(row["t_sink_s"]) for row in read_csv(emulated / "timeline.csv")
             if row["t_sink_s"]]
@@ -101,6 +106,8 @@ def test_the_delivered_rate_comes_back_to_at_least_90_percent_of_the_target(emul
     assert items / (DURATION_S - settled) >= 0.9 * TARGET
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet emulation")
 def test_the_emulation_agrees_with_the_simulation(emulated):
     result = json.loads((emulated / "agreement.json").read_text())
     assert result["windows"] >= 50
@@ -108,16 +115,19 @@ def test_the_emulation_agrees_with_the_simulation(emulated):
     assert result["same_bits_share"] >= 0.80 and result["bits_agree"]
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet emulation")
 def test_nothing_is_left_behind(emulated):
     assert leftovers() == {"netns": [], "veths": [], "processes": []}
     assert subprocess.run(["pgrep", "-f", "quantpipe_core.runtime"],
                           capture_output=True).stdout == b""
 
 
+@pytest.mark.slow
+@pytest.mark.root("Mininet emulation")
 def test_sigterm_keeps_what_was_measured_and_cleans_up(tmp_path):
     """SIGTERM (as Ctrl-C) mid-run: every rank saves its report, the emulator merges them with
     an "interrupted" note, exits 130, and leaves no network or process behind."""
-    require_root("Mininet emulation")
     trace, config, out = tmp_path / "flat.csv", tmp_path / "run.toml", tmp_path / "out"
     trace.write_text("time_s,mbps\n0,4\n60,4\n")
     config.write_text(CONFIG.replace(f"duration_s = {DURATION_S}", "duration_s = 60"))
@@ -239,8 +249,8 @@ def test_measured_over_trace_pairs_each_measurement_with_the_window_it_covers():
     (["traces/step-drop.csv", "--policy", "optimal"], "optimal policy reads the trace's future"),
     (["traces/step-drop.csv", "--scale", "-1"], "argument --scale: must be a finite number > 0"),
 ])
+@pytest.mark.root("emulation.run")
 def test_bad_runs_are_refused_with_a_message_before_any_network_is_built(argv, message):
-    require_root("emulation.run")
     done = subprocess.run([sys.executable, "-m", "emulation.run", *argv], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and message in done.stderr, done.stderr

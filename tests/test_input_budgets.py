@@ -51,6 +51,8 @@ def test_bins_beyond_the_budget_are_refused_before_allocation_naming_the_option(
         Trace.from_segments([0, 30], [40, 8], 60).bin_means(1e-9)
 
 
+@pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: gen.random_walk(step_s=1e-9), "step_s = 1e-09 over duration_s = 300"),
     (lambda: gen.ramp(duration_s=1e15), r"step_s = 1 over duration_s = 1e\+15 .* PiB"),

@@ -86,6 +86,7 @@ def test_the_simulator_replays_the_plan_to_the_value_the_optimum_promises():
     assert optimum["bound"] >= optimum["plan_value"] - 1e-12
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trace", SHIPPED, ids=lambda p: p.stem)
 def test_the_optimum_bounds_every_built_in_policy_on_the_shipped_traces(trace):
     bound = simulate(digits_config("optimal", 0.1, 60.0), trace).summary["optimal"]["bound"]

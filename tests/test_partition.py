@@ -247,6 +247,7 @@ def test_a_large_model_on_many_devices_is_planned_quickly():
     assert plan.bottleneck_s < min(sum(times) for times in unit_s.values()) / 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bits", [*range(1, 17), 32])
 @pytest.mark.parametrize("granularity", ["tensor", "token", "auto"])
 def test_tensor_link_bytes_are_the_codec_wire_sizes(bits, granularity):

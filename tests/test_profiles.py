@@ -108,6 +108,7 @@ def test_profile_files_are_checked(tmp_path):
         AccuracyProfile.from_file(tmp_path / "missing.json")
 
 
+@pytest.mark.slow
 def test_evaluate_writes_a_profile_the_loader_reads(tmp_path, capsys):
     code = evaluate.main([
         "--model", "digits-vit", "--cuts", "block1.gelu,block2.out", "--bits", "1,8",
@@ -127,6 +128,7 @@ def test_evaluate_writes_a_profile_the_loader_reads(tmp_path, capsys):
     assert "DS-ACIQ minus" in (tmp_path / "digits-vit.md").read_text()
 
 
+@pytest.mark.slow
 def test_sentence_fidelity_is_perfect_at_32_bits_and_falls_at_1_bit(tmp_path):
     code = evaluate.main([
         "--model", "minilm", "--cuts", "block2.out", "--bits", "1,16",

@@ -18,6 +18,8 @@ from sim import compare, sweep
 from sim.engine import LocalEngine, RayEngine
 from sim.grid import read_grid
 
+pytestmark = pytest.mark.slow  # runs sweeps, many on a local Ray instance
+
 ROOT = Path(__file__).resolve().parents[1]
 TRACES = ROOT / "traces"
 
