@@ -249,6 +249,7 @@ def test_measured_over_trace_pairs_each_measurement_with_the_window_it_covers():
     (["traces/step-drop.csv", "--policy", "optimal"], "optimal policy reads the trace's future"),
     (["traces/step-drop.csv", "--scale", "-1"], "argument --scale: must be a finite number > 0"),
 ])
+@pytest.mark.slow
 @pytest.mark.root("emulation.run")
 def test_bad_runs_are_refused_with_a_message_before_any_network_is_built(argv, message):
     done = subprocess.run([sys.executable, "-m", "emulation.run", *argv], cwd=ROOT,
