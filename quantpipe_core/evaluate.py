@@ -48,14 +48,16 @@ from quantpipe_core.quant import Codec
 from quantpipe_core.tasks import Task, inputs_in, sample_count, task_for
 
 DEFAULT_BITS = (2, 3, 4, 6, 8, 16)
+# the methods profiled by default (percentile and mse only on request: the mse grid is slow)
+PROFILED_METHODS = ("minmax", "aciq", "ds-aciq")
 # the schemes profiled by default: the plain methods as version 1 sent them, and the same methods
 # with the default options (Hadamard rotation, automatic granularity)
 DEFAULT_CODECS = tuple(
     f"{method}/{options}" for options in ("none/tensor", "hadamard/auto")
-    for method in ("minmax", "aciq", "ds-aciq")
+    for method in PROFILED_METHODS
 )
 # --combine measures schemes of these methods at these bitwidths: where the drops are large
-COMBINED_METHODS = ("minmax", "aciq", "ds-aciq")
+COMBINED_METHODS = PROFILED_METHODS
 COMBINED_MAX_BITS = 4
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 from quantpipe_core.models.encoder import Carry
 from quantpipe_core.models.staged import CarrySpec, StagedModel
+from quantpipe_core.names import FLOAT_BITS
 from quantpipe_core.quant import (
     DEFAULT,
     Codec,
@@ -126,7 +127,7 @@ def _named(spans: list[tuple[memoryview, int]]) -> list[tuple[str, int]]:
 
 def through_link(carry: Carry, bits: int, codec: Codec | str = DEFAULT) -> Carry:
     """The carry as the next stage receives it: encoded and decoded exactly as on the wire."""
-    if bits == 32:  # float32 travels as it is: skip the copy, the values are the same
+    if bits == FLOAT_BITS:  # float32 travels as it is: skip the copy, the values are the same
         return dict(carry)
     return decode_carry(encode_carry(carry, bits, codec))
 
