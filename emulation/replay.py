@@ -25,8 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from quantpipe_core.config import Config, LinkConfig
-from quantpipe_core.plan import load_link_trace
-from quantpipe_core.trace import Trace
+from quantpipe_core.trace import Trace, load_link_trace
 
 MIN_BIN_S = 0.1  # no rate changes finer than this
 OUTAGE_MBPS = 8e-6  # htb's smallest rate (8 bit/s): what a trace's rate of 0 is replayed as

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import networkx as nx
 
-from quantpipe_core.config import SIM_ONLY_POLICIES, Config, LinkConfig
+from quantpipe_core.config import SIM_ONLY_POLICIES, Config
 from quantpipe_core.models import StagedModel, load_model
 from quantpipe_core.models.carry import carry_wire_size, link_bytes
 from quantpipe_core.partition import partition
@@ -28,7 +28,7 @@ from quantpipe_core.profiles import (
     shipped_accuracy_profile,
     shipped_compute_profile,
 )
-from quantpipe_core.trace import Trace, load_trace
+from quantpipe_core.trace import Trace, load_link_trace
 from quantpipe_core.utility import Utility, auto_latency_slo
 
 TARGET_SHARE_OF_COMPUTE_BOUND = 0.9  # a target at 100 % is unreachable under any jitter
@@ -111,14 +111,6 @@ def resolve(
     cuts = choose_cuts(model, config, profiles, traces)
     accuracy = shipped_accuracy_profile(model.name)
     return Plan(model, profiles, traces, paths, cuts, accuracy)
-
-
-def load_link_trace(link: LinkConfig, path: str | Path) -> Trace:
-    """A link's trace with the link's format, scale, bin, end and floor."""
-    return load_trace(
-        path, format=None if link.format == "auto" else link.format, scale=link.scale,
-        bin_s=link.bin_s or None, end=link.end, floor_mbps=link.floor_mbps,
-    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -270,13 +262,17 @@ def build_specs(
 
 
 def link_policy(config: Config, trace: Trace | None) -> Policy:
-    """The configured policy for one link (a fresh instance per link). The oracle, which needs
-    the link's future, exists only in the simulator."""
-    if config.policy.name in SIM_ONLY_POLICIES:
-        raise ValueError(
-            f"policy {config.policy.name!r} knows the future trace: it runs in the simulator only"
-        )
+    """The configured policy for one link (a fresh instance per link), outside the simulator."""
+    check_real_link_policy(config.policy.name)
     return make_policy(config.policy.name, **dict(config.policy.params))
+
+
+def check_real_link_policy(name: str) -> None:
+    """A `ValueError` for a policy of `SIM_ONLY_POLICIES`: it reads the trace's future, which a
+    real link does not have. The one wording of that rule, for every command that refuses it."""
+    if name in SIM_ONLY_POLICIES:
+        raise ValueError(f"the {name} policy reads the trace's future: it runs in the simulator "
+                         "only")
 
 
 def target_rate(config: Config, stages: Sequence[StageSpec]) -> float:

@@ -25,11 +25,14 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
 from quantpipe_core.cli import echo
+
+if TYPE_CHECKING:  # config imports names, which imports this module
+    from quantpipe_core.config import LinkConfig
 
 ENDS = ("loop", "hold")
 CSV_HEADER = "time_s,mbps"
@@ -309,6 +312,14 @@ def load_trace(
         )
     except TraceError as error:
         raise TraceError(f"{path}: {error}") from None
+
+
+def load_link_trace(link: LinkConfig, path: str | Path) -> Trace:
+    """A link's trace with the link's format, scale, bin, end and floor."""
+    return load_trace(
+        path, format=None if link.format == "auto" else link.format, scale=link.scale,
+        bin_s=link.bin_s or None, end=link.end, floor_mbps=link.floor_mbps,
+    )
 
 
 def detect_format(lines: Iterable[str], name: str = "trace") -> str:
