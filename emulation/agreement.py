@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from quantpipe_core.cli import ArgumentParser, fail, writable_out_dir
+from quantpipe_core.formatting import percent
 from quantpipe_core.results import read_windows
 
 RATE_ERROR_LIMIT = 0.10
@@ -164,15 +165,11 @@ def write_agreement(out: Path, emulated_dir: Path, simulated_dir: Path,
     out.mkdir(parents=True, exist_ok=True)
     result.update(extra or {})
     (out / "agreement.json").write_text(json.dumps(result, indent=2) + "\n")
-    title = (f"emulated vs simulated: rate error median {percent(result['rate_error_median'])}, "
-             f"same bits {percent(result['same_bits_share'])} of windows")
+    title = (f"emulated vs simulated: rate error median "
+             f"{percent(result['rate_error_median'], 1)}, "
+             f"same bits {percent(result['same_bits_share'], 1)} of windows")
     plot_overlay(out / "agreement.png", emulated_dir, simulated_dir, title)
     return result
-
-
-def percent(value: float | None) -> str:
-    """A share as a percentage for people, or n/a."""
-    return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -193,8 +190,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = write_agreement(args.out or args.emulated, args.emulated, args.simulated)
     except WindowsError as error:
         return fail("emulation.agreement", str(error))
-    print(f"rate error median {percent(result['rate_error_median'])}, same bits "
-          f"{percent(result['same_bits_share'])} over {result['windows']} windows")
+    print(f"rate error median {percent(result['rate_error_median'], 1)}, same bits "
+          f"{percent(result['same_bits_share'], 1)} over {result['windows']} windows")
     return 0
 
 

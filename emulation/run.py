@@ -21,12 +21,13 @@ from collections.abc import Sequence
 
 from tqdm import tqdm
 
-from emulation.agreement import percent, write_agreement
+from emulation.agreement import write_agreement
 from emulation.emulate import EmulationError, emulate, emulation_duration, link_traces
 from emulation.replay import replay_config
 from quantpipe_core.cli import check_out_dir, fail, positive_float
-from quantpipe_core.config import SIM_ONLY_POLICIES
-from sim.run import (
+from quantpipe_core.formatting import percent
+from quantpipe_core.plan import check_real_link_policy
+from quantpipe_core.run_command import (
     build_parser,
     check_user_policy,
     default_out,
@@ -54,10 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config, notes = replay_config(run_config(args), args.trace)
-        if config.policy.name in SIM_ONLY_POLICIES:
-            raise ValueError(
-                f"the {config.policy.name} policy reads the trace's future: simulator only"
-            )
+        check_real_link_policy(config.policy.name)
         check_user_policy(config)
         traces = link_traces(config, args.trace)
         duration = emulation_duration(config, traces)
@@ -106,8 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"simulated: throughput {simulated.summary['throughput_items_per_s']:.2f} items/s, "
           f"mean bits {simulated.summary['mean_bits']}; results in {out / 'simulated'}")
     print(f"agreement over {result['windows']} windows: delivered-rate error median "
-          f"{percent(result['rate_error_median'])} (<= 10 %: {result['rate_agrees']}), same bits "
-          f"{percent(result['same_bits_share'])} (>= 80 %: {result['bits_agree']}); "
+          f"{percent(result['rate_error_median'], 1)} (<= 10 %: {result['rate_agrees']}), "
+          f"same bits {percent(result['same_bits_share'], 1)} "
+          f"(>= 80 %: {result['bits_agree']}); "
           f"{out / 'agreement.json'}, {out / 'agreement.png'}")
     return 1 if emulated.failed_ranks else 0
 

@@ -32,9 +32,10 @@ from tqdm import tqdm
 
 from quantpipe_core.cli import ArgumentParser, name_list, positive_float, writable_out_dir
 from quantpipe_core.config import Config, ConfigError, load_config
+from quantpipe_core.formatting import cell, count, percent
 from quantpipe_core.results import RUN_FILES, read_windows
+from quantpipe_core.run_command import option_overrides
 from sim.engine import Engine, EngineError, Run, add_engine_options, open_engine
-from sim.run import option_overrides
 
 DEFAULT_POLICIES = ("fixed:32", "fixed:8", "fixed:4", "fixed:2", "quantpipe", "controller", "mpc",
                     "oracle", "optimal")
@@ -232,12 +233,6 @@ def mean(values: Sequence[float | None]) -> float | None:
     return sum(known) / len(known) if known else None
 
 
-def cell(value: Any, digits: int) -> str:
-    if value is None:
-        return "n/a"
-    return f"{value:.{digits}f}" if digits else str(value)
-
-
 def utility_cell(standing: Standing) -> str:
     """Mean utility with its interval: ``0.8123 [0.7901, 0.8342]``."""
     low, high = standing.interval
@@ -301,12 +296,12 @@ def report(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Seq
     if trained:
         lines += [f"Training traces, which policies may be tuned on: "
                   f"{', '.join(trained)}. The ranking is "
-                  f"over the {_count(len(held_out), 'held-out trace')}, which no policy was "
+                  f"over the {count(len(held_out), 'held-out trace')}, which no policy was "
                   "tuned on; the training traces have a table of their own below it.", ""]
     else:
         lines += ["No traces are marked for training: the ranking is over every trace, so a "
                   "policy tuned on any of them is favoured here.", ""]
-    lines += [f"## Ranking ({_count(len(held_out), 'held-out trace' if trained else 'trace')})",
+    lines += [f"## Ranking ({count(len(held_out), 'held-out trace' if trained else 'trace')})",
               "", "![scatter](scatter.png)", "",
               f"| rank | policy | utility [95 % CI] | share of optimum "
               f"| >= {percent(NEAR_OPTIMUM)} of optimum | target met | {quality} |",
@@ -317,7 +312,7 @@ def report(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Seq
                   f"| {cell(s.quality, 4)} |"]
     lines += [""]
     if trained:
-        lines += [f"### Training traces ({_count(len(trained), 'trace')})", "",
+        lines += [f"### Training traces ({count(len(trained), 'trace')})", "",
                   *training_table([r for r in rows if r["trace"] in training], policies,
                                   quality)]
     for trace, name in zip(traces, names, strict=True):
@@ -349,15 +344,6 @@ def training_table(rows: Sequence[dict[str, Any]], policies: Sequence[str],
         lines += [f"| {s.policy} | {utility_cell(s)} | {optimum_cell(s.share_of_optimum)} "
                   f"| {cell(s.target_met, 3)} | {cell(s.quality, 4)} |"]
     return [*lines, ""]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def percent(share: float) -> str:
-    """0.9 -> ``90 %``, as the pages write shares."""
-    return f"{100 * share:g} %"
 
 
 def plots(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Sequence[str],

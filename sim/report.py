@@ -32,13 +32,13 @@ from quantpipe_core.config import (
     load_config,
     read_toml,
 )
+from quantpipe_core.formatting import cell, count, percent
 from quantpipe_core.names import CLIP_METHODS
 from sim.compare import (
     DEFAULT_POLICIES,
     NEAR_OPTIMUM,
     POLICY_NOTES,
     RunFailed,
-    cell,
     compare,
     definitions,
     latency_slo,
@@ -46,7 +46,6 @@ from sim.compare import (
     mean,
     optimum_cell,
     optimum_feasible,
-    percent,
     plots,
     ranking,
     report,
@@ -308,7 +307,7 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
         "its dynamic programme is too large, so those pipelines' shares of the optimum are "
         "empty.",
         "",
-        "Trace folders: " + ", ".join(f"`{name}` ({_count(len(spec.traces(name)), 'trace')})"
+        "Trace folders: " + ", ".join(f"`{name}` ({count(len(spec.traces(name)), 'trace')})"
                                       for name in spec.folders) + ".",
         "",
         *split_section(spec),
@@ -359,9 +358,9 @@ def split_section(spec: Spec) -> list[str]:
         "traces get a smaller table of their own, where a tuned policy is expected to look "
         "better.",
         "",
-        f"- Training ({_count(len(training), 'trace')}; `train` in {spec.path.name}: "
+        f"- Training ({count(len(training), 'trace')}; `train` in {spec.path.name}: "
         f"{patterns}): {listing(held=False)}.",
-        f"- Held out ({_count(held_out, 'trace')}): {listing(held=True)}.",
+        f"- Held out ({count(held_out, 'trace')}): {listing(held=True)}.",
         "",
     ]
 
@@ -380,7 +379,7 @@ def pipeline_section(spec: Spec, entry: Pipeline, rows: Sequence[dict[str, Any]]
         f"### [{entry.title}]({entry.name}/README.md)",
         "",
         f"Trace scales: {scales}. Latency SLO: {latency_slo(rows)}. Mean over "
-        f"{_count(len({r['trace'] for r in held}), 'held-out trace')}:",
+        f"{count(len({r['trace'] for r in held}), 'held-out trace')}:",
         "",
     ]
     if not optimum_feasible(entry.config):
@@ -403,7 +402,7 @@ def pipeline_section(spec: Spec, entry: Pipeline, rows: Sequence[dict[str, Any]]
                      f"| {cell(switches, 1)} |")
     lines += ["", f"![{entry.name}]({entry.name}/scatter.png)", ""]
     if trained:
-        lines += [f"Training traces ({_count(len({r['trace'] for r in trained}), 'trace')}):",
+        lines += [f"Training traces ({count(len({r['trace'] for r in trained}), 'trace')}):",
                   "", *training_table(trained, policies, quality)]
     return lines
 
@@ -472,8 +471,8 @@ def crosscheck_section(spec: Spec, emulated: Path | None) -> list[str]:
         agreement = json.loads((folder / "agreement.json").read_text())
         for run, path in (("emulated", folder), ("simulated", folder / "simulated")):
             s = json.loads((path / "summary.json").read_text())
-            figures = (f"{100 * agreement['rate_error_median']:.1f} % | "
-                       f"{100 * agreement['same_bits_share']:.1f} %" if run == "emulated"
+            figures = (f"{percent(agreement['rate_error_median'], 1)} | "
+                       f"{percent(agreement['same_bits_share'], 1)}" if run == "emulated"
                        else " | ")
             scored = (s.get("utility") or {}).get("value")  # runs before the utility: none
             table.append(
@@ -483,10 +482,6 @@ def crosscheck_section(spec: Spec, emulated: Path | None) -> list[str]:
                 f"| {cell(s['latency_p95_s'], 2)} | {s['bits_switches']} | {figures} |"
             )
     return [*lines, *table, ""]
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
