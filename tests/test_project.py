@@ -102,3 +102,34 @@ def test_frame_auth_benchmark_runs_and_reports_its_goal():
         capture_output=True, text=True, check=True, timeout=300, cwd=ROOT,
     ).stdout
     assert re.search(r"goal: tag\+check < 5% of the default encode at 8 bits: \d+\.\d+%", out)
+
+
+def test_the_config_and_trace_modules_and_the_replayer_load_without_torch():
+    """Reading a config or a trace, and replaying one on a link, need no torch (2.5 s to
+    import): a fresh interpreter, so that other tests' imports do not count."""
+    check = ("import sys, quantpipe_core.config, quantpipe_core.trace, emulation.replay; "
+             "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", check], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_docs_copies_of_the_default_config_are_what_the_command_prints():
+    """docs/config.md and docs/index.md show the default config as
+    ``python -m sim.run --print-default-config`` prints it (scripts/default_config_docs.py
+    rewrites them), and the command prints `default_toml()`."""
+    from quantpipe_core.config import default_toml
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import default_config_docs as docs
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    printed = docs.printed_default()
+    assert printed == default_toml()
+    for page in docs.COPIES:
+        found = docs.copies(page.read_text())
+        assert found, f"{page.name} has no copy of the default config"
+        assert all(copy == printed for copy in found), (
+            f"{page.name}: stale default config; run .venv/bin/python "
+            "scripts/default_config_docs.py")
