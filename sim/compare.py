@@ -21,7 +21,7 @@ import fnmatch
 import json
 import sys
 from collections import Counter
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from quantpipe_core.cli import ArgumentParser, name_list, positive_float, writable_out_dir
 from quantpipe_core.config import Config, ConfigError, load_config
 from quantpipe_core.formatting import cell, count, percent
-from quantpipe_core.results import RUN_FILES, read_windows
+from quantpipe_core.results import RUN_FILES, TARGET_MET_SHARE, read_windows
 from quantpipe_core.run_command import option_overrides
 from sim.engine import Engine, EngineError, Run, add_engine_options, open_engine
 
@@ -245,27 +245,51 @@ def optimum_cell(value: float | None, digits: int = 3) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def run_setting(rows: Sequence[dict[str, Any]], read: Callable[[dict[str, Any]], Any],
+                show: Callable[[Any], str]) -> str:
+    """A setting of these runs (read from each run's summary) as a page states it: its one
+    value, or where to look when the runs differ, so that a page never states a default that
+    its runs did not use."""
+    values = sorted({read(r) for r in rows})
+    return show(values[0]) if len(values) == 1 else "see each run's summary.json"
+
+
 def latency_slo(rows: Sequence[dict[str, Any]]) -> str:
     """The utility's latency SLO of these runs, for a reader."""
-    slos = sorted({r["utility"]["latency_slo_s"] for r in rows})
-    return f"{slos[0]:.2f} s" if len(slos) == 1 else "see each run's summary.json"
+    return run_setting(rows, lambda r: r["utility"]["latency_slo_s"], lambda v: f"{v:.2f} s")
 
 
-def definitions(slo: str) -> str:
-    """What the rankings' numbers mean, for their readers; `slo` says what the SLO is."""
+def metrics_interval(rows: Sequence[dict[str, Any]]) -> str:
+    """The intervals target met is counted over (``run.metrics_interval_s`` of the runs)."""
+    return run_setting(rows, lambda r: r["run"]["config"]["run"]["metrics_interval_s"],
+                       lambda v: f"{v:g} s")
+
+
+def utility_weights(rows: Sequence[dict[str, Any]]) -> str:
+    """The utility's weights of lateness and switching in these runs."""
+    return run_setting(rows, lambda r: (r["utility"]["late_weight"], r["utility"]["switch_weight"]),
+                       lambda w: f"late {w[0]:g}, switching {w[1]:g}")
+
+
+def definitions(rows: Sequence[dict[str, Any]], slo: str | None = None) -> str:
+    """What the rankings' numbers mean, for their readers, with the settings of `rows` (the
+    runs); `slo` says what the SLO is where the page gives it elsewhere."""
     near = percent(NEAR_OPTIMUM)
     return (
         "Utility (`quantpipe_core.utility`): per offered microbatch, the value of the bits it "
         "was delivered with (expected accuracy, or log2(bits)/5 without an accuracy profile; 0 "
-        f"if it never arrived), minus its seconds past the latency SLO ({slo}), minus the change "
-        "in value from the previous one (each times its weight, 1 by default); higher is "
+        "if it never arrived), minus its seconds past the latency SLO "
+        f"({slo or latency_slo(rows)}), minus the change in value from the previous one (each "
+        f"times its weight: {utility_weights(rows)}); higher is "
         "better, and it can be negative. Policies are ranked by the mean over traces, with a "
         f"{percent(CONFIDENCE)} percentile-bootstrap interval over traces ({RESAMPLES} "
         "resamples, fixed seed). Share of optimum: utility over the trace's optimum, and over "
         f"traces mean utility over mean optimum; >= {near} of optimum: the share of traces on "
         f"which the policy reached at least {near} of that trace's optimum. Gap to optimal: "
-        "utility minus the optimum. Target met: share of 5 s intervals (first excluded) in which "
-        "the sink received at least 95 % of the target rate."
+        "utility minus the optimum. Target met: share of the intervals of "
+        f"`run.metrics_interval_s` ({metrics_interval(rows)}; first excluded) in which the sink "
+        "received at least "
+        f"{percent(TARGET_MET_SHARE)} of the target rate."
     )
 
 
@@ -286,7 +310,7 @@ def report(rows: Sequence[dict[str, Any]], traces: Sequence[Path], policies: Seq
         f"Date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC  ",
         "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()),
         "",
-        definitions(latency_slo(rows)),
+        definitions(rows),
         "",
         POLICY_NOTES,
         "",

@@ -313,13 +313,15 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
         *split_section(spec),
         "## Pipelines",
         "",
-        definitions("given per pipeline below") + " Each pipeline's ranking is over the "
+        definitions([r for rows in results.values() for r in rows], "given per pipeline below")
+        + " Each pipeline's ranking is over the "
         "held-out traces; its training traces have the smaller table under it. *Pareto* marks "
-        "the policies that no other one (`oracle` and `optimal` aside: they read the link's "
-        "future) beats on both target met and quality (expected accuracy, or mean bits where "
-        "the model has no accuracy profile), the ones worth choosing between on those two "
-        "axes; the scatter plots them. Each pipeline's page has the per-trace tables with each "
-        "policy's gap to optimal, and timelines of bits and delivered rate.",
+        f"the policies that no other one ({' and '.join(f'`{p}`' for p in SIM_ONLY_POLICIES)} "
+        "aside: they read the trace's future) beats on both target met and quality "
+        "(expected accuracy, or mean bits where the model has no accuracy profile), the ones "
+        "worth choosing between on those two axes; the scatter plots them. Each pipeline's "
+        "page has the per-trace tables with each policy's gap to optimal, and timelines of "
+        "bits and delivered rate.",
         "",
     ]
     for entry in spec.pipelines:
@@ -409,7 +411,7 @@ def pipeline_section(spec: Spec, entry: Pipeline, rows: Sequence[dict[str, Any]]
 
 def pareto(table: Sequence[tuple[str, float | None, float | None]]) -> set[str]:
     """Policies (name, target met, quality) that no other one beats on both target met and
-    quality (ties allowed); `oracle` and `optimal`, which no real link can run, are left out."""
+    quality (ties allowed); `SIM_ONLY_POLICIES`, which no real link can run, are left out."""
     known = [(p, m, q) for p, m, q in table
              if m is not None and q is not None and p not in SIM_ONLY_POLICIES]
     return {

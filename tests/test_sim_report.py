@@ -9,7 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from sim.compare import against_optimum, bootstrap_interval, ranking, report, training_traces
+from sim.compare import (
+    against_optimum,
+    bootstrap_interval,
+    definitions,
+    ranking,
+    report,
+    training_traces,
+)
 from sim.report import SpecError, pareto, read_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,13 +234,47 @@ def test_without_an_optimal_run_shares_are_empty_and_the_report_says_why():
     assert all(s.share_of_optimum is None and s.near_optimum is None
                for s in ranking(rows, ["mpc", "fixed:2"]))
     for row in rows:
-        row.update(run={"versions": {}, "cuts": ["block0.out", "block1.out", "block2.out"]},
-                   throughput_items_per_s=1.0, latency_p50_s=0.1, latency_p95_s=0.2,
-                   bits_switches=0)
-        row["utility"]["latency_slo_s"] = 0.5
+        summarised(row, cuts=["block0.out", "block1.out", "block2.out"])
     text = report(rows, [Path("a.csv")], ["mpc", "fixed:2"], "python -m sim.compare a.csv")
     assert "`optimal` is not run on this pipeline: with 3 links" in text
     assert "| 1 | mpc | 0.7000 [0.7000, 0.7000] |  |  | 1.000 |" in text
+
+
+def summarised(row: dict, *, cuts: list[str], interval_s: float = 5.0, late: float = 1.0,
+               switching: float = 1.0) -> dict:
+    """`row` with the rest of a summary that the report's text reads: the run record and the
+    utility's settings."""
+    row.update(run={"versions": {}, "cuts": cuts,
+                    "config": {"run": {"metrics_interval_s": interval_s}}},
+               throughput_items_per_s=1.0, latency_p50_s=0.1, latency_p95_s=0.2,
+               bits_switches=0)
+    row["utility"].update(latency_slo_s=0.5, late_weight=late, switch_weight=switching)
+    return row
+
+
+def test_the_report_states_the_runs_interval_weights_and_slo_not_the_defaults():
+    rows = against_optimum([
+        summarised(run("a", "mpc", 0.7), cuts=["block1.out"], interval_s=2.0, late=0.5,
+                   switching=3.0),
+        summarised(run("a", "fixed:2", 0.6), cuts=["block1.out"], interval_s=2.0, late=0.5,
+                   switching=3.0),
+    ])
+    text = report(rows, [Path("a.csv")], ["mpc", "fixed:2"], "python -m sim.compare a.csv")
+    assert "share of the intervals of `run.metrics_interval_s` (2 s; first excluded)" in text
+    assert "at least 95 % of the target rate" in text  # results.TARGET_MET_SHARE
+    assert "each times its weight: late 0.5, switching 3)" in text
+    assert "latency SLO (0.50 s)" in text
+    assert "5 s" not in text
+
+
+def test_runs_with_different_intervals_send_the_reader_to_their_summaries():
+    rows = against_optimum([
+        summarised(run("a", "mpc", 0.7), cuts=["block1.out"], interval_s=2.0),
+        summarised(run("b", "mpc", 0.6), cuts=["block1.out"], interval_s=10.0),
+    ])
+    text = definitions(rows, "given per pipeline below")
+    assert "`run.metrics_interval_s` (see each run's summary.json; first excluded)" in text
+    assert "latency SLO (given per pipeline below)" in text
 
 
 def test_policies_rank_by_mean_utility_not_by_target_met():
