@@ -34,6 +34,7 @@ from quantpipe_core.config import (
 )
 from quantpipe_core.formatting import cell, count, percent
 from quantpipe_core.names import CLIP_METHODS
+from quantpipe_core.profiles import ComputeProfile, shipped_compute_profile
 from sim.compare import (
     DEFAULT_POLICIES,
     NEAR_OPTIMUM,
@@ -285,8 +286,29 @@ def clipping_rows(spec: Spec, runs: Path, engine: Engine) -> list[dict[str, Any]
             for row in compare(config, [trace], case.get("policies", ["quantpipe", "mpc"]),
                                runs / "clipping" / entry.name / method, engine):
                 rows.append(dict(row, pipeline=entry.title, method=method, folder=folder,
-                                 scale=entry.scales[folder]))
+                                 scale=entry.scales[folder],
+                                 encode_ms=encode_ms(config, row["run"]["cuts"])))
     return rows
+
+
+def encode_ms(config: Config, cuts: Sequence[str]) -> float | None:
+    """Milliseconds the first device's compute profile gives for encoding one microbatch at the
+    first cut with the config's codec at its largest allowed bitwidth: what a clipping method
+    costs the sending stage. None without a cut or a profile that measured the codec."""
+    device = config.devices[0]
+    if not cuts:
+        return None
+    try:
+        profile = (ComputeProfile.from_file(device.profile) if device.profile
+                   else shipped_compute_profile(config.model.name))
+        if profile is None:
+            return None
+        seconds = profile.scaled(device.speed).encode_s(
+            cuts[0], config.quant.codec, max(config.quant.allowed_bits),
+            config.model.microbatch, device.threads)
+    except ValueError:
+        return None
+    return 1000 * seconds
 
 
 def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[dict[str, Any]],
@@ -426,19 +448,22 @@ def clipping_section(rows: list[dict[str, Any]]) -> list[str]:
         "",
         "The same pipeline and trace with each clipping method, the config's other codec "
         "options kept. A method changes no packet size, so `quantpipe` picks the same bits with "
-        "every method unless a method's encode time (from the compute profile) limits the "
-        "sending stage, as the exhaustive `mse` search can; `mpc` weighs the accuracy profile, "
-        "so its bits may differ. Expected accuracy comes from the model's accuracy profile at "
-        "each microbatch's bits; n/a where the profile did not measure that method with these "
-        "options.",
+        "every method unless a method's encode time limits the sending stage; `mpc` weighs the "
+        "accuracy profile, so its bits may differ. Encode ms: one microbatch encoded at the "
+        "first cut at the largest allowed bitwidth, from the first device's compute profile "
+        "(n/a where it did not measure the method). Expected accuracy comes from the model's "
+        "accuracy profile at each microbatch's bits; n/a where the profile did not measure that "
+        "method with these options.",
         "",
-        "| pipeline | trace | policy | method | expected accuracy | mean bits | target met |",
-        "|---|---|---|---|---|---|---|",
+        "| pipeline | trace | policy | method | encode ms | expected accuracy | mean bits "
+        "| target met |",
+        "|---" * 8 + "|",
     ]
     for row in rows:
         lines.append(
             f"| {row['pipeline']} | {row['trace']} x{row['scale']:g} | {row['policy']} "
-            f"| {row['method']} | {cell(row['expected_accuracy'], 4)} "
+            f"| {row['method']} | {cell(row['encode_ms'], 2)} "
+            f"| {cell(row['expected_accuracy'], 4)} "
             f"| {cell(row['mean_bits'], 2)} | {cell(row['target_met_fraction'], 3)} |"
         )
     return [*lines, ""]

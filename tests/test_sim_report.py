@@ -415,3 +415,24 @@ def test_traces_sharing_a_file_name_in_two_folders_keep_their_own_rows(tmp_path)
     assert sorted({(r["trace"], r["training"]) for r in rows}) == [("mine-t", False),
                                                                   ("theirs-t", True)]
     assert all(r["optimum"] is not None for r in rows)
+
+
+def test_the_clipping_table_takes_encode_times_from_the_sending_devices_profile():
+    from quantpipe_core.config import config_from_dict
+    from quantpipe_core.profiles import shipped_compute_profile
+    from sim.report import clipping_section, encode_ms
+
+    config = config_from_dict({"model": {"name": "digits-vit", "microbatch": 4},
+                               "quant": {"clip": "mse", "allowed_bits": [2, 4]}})
+    profiled = shipped_compute_profile("digits-vit").encode_s(
+        "block1.out", "mse/hadamard/auto", 4, 4)
+    assert encode_ms(config, ["block1.out"]) == pytest.approx(1000 * profiled)
+    faster = config.replace(**{"devices.0.speed": 2.0})
+    assert encode_ms(faster, ["block1.out"]) == pytest.approx(500 * profiled)
+    assert encode_ms(config, []) is None  # one stage: nothing is encoded
+    row = {"pipeline": "Digits", "trace": "t", "scale": 1.0, "policy": "quantpipe",
+           "method": "mse", "encode_ms": 1.234, "expected_accuracy": None, "mean_bits": 4.0,
+           "target_met_fraction": 1.0}
+    table = "\n".join(clipping_section([row, dict(row, encode_ms=None)]))
+    assert "| Digits | t x1 | quantpipe | mse | 1.23 | n/a | 4.00 | 1.000 |" in table
+    assert "| Digits | t x1 | quantpipe | mse | n/a | n/a | 4.00 | 1.000 |" in table
