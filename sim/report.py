@@ -3,11 +3,11 @@
 
 The spec (TOML) names the policies, the training traces, the trace folders (each with a scale
 factor per pipeline), the pipelines (a run config each), the clipping-method comparison and the
-emulated cross-check cases. Every (pipeline, trace, policy) is simulated with `sim.compare` on one
-engine (local processes, or Ray with ``--backend ray``); each run's four files go under ``--runs``
-(default ``runs/report``), and ``--out`` gets one page per pipeline with its plots and an index
-(``README.md``) with the rankings by utility on the held-out traces, the clipping methods and the
-cross-check.
+emulated cross-check cases. Every (pipeline, trace, policy) is simulated with `sim.comparison`
+on one engine (local processes, or Ray with ``--backend ray``); each run's four files go under
+``--runs`` (default ``runs/report``), and ``--out`` gets one page per pipeline with its plots and
+an index (``README.md``) with the rankings by utility on the held-out traces, the clipping
+methods and the cross-check.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from quantpipe_core.config import (
 from quantpipe_core.formatting import cell, count, percent
 from quantpipe_core.names import CLIP_METHODS
 from quantpipe_core.profiles import ComputeProfile, shipped_compute_profile
-from sim.compare import (
+from sim.comparison import (
     DEFAULT_POLICIES,
     NEAR_OPTIMUM,
     POLICY_NOTES,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sim.compare import (
+from sim.comparison import (
     against_optimum,
     bootstrap_interval,
     definitions,
@@ -187,7 +187,7 @@ def test_the_report_ranks_held_out_traces_by_utility_against_the_optimum(spec, t
 
 def run(trace: str, policy: str, utility: float, bound: float | None = None, *,
         met: float = 1.0, accuracy: float = 0.9) -> dict:
-    """A hand-made row of a comparison: what `sim.compare` reads of a run's summary."""
+    """A hand-made row of a comparison: what `sim.comparison` reads of a run's summary."""
     row = {"trace": trace, "policy": policy, "utility": {"value": utility},
            "target_met_fraction": met, "expected_accuracy": accuracy, "mean_bits": 4.0}
     if bound is not None:
