@@ -20,7 +20,7 @@ from quantpipe_core.cli import (
 )
 from quantpipe_core.config import SIM_ONLY_POLICIES, USER_CLASS, Config, default_toml, load_config
 from quantpipe_core.formatting import cell
-from quantpipe_core.policy import make_policy
+from quantpipe_core.policy import BUILT_IN, make_policy
 from quantpipe_core.sender import PolicyFailed
 from quantpipe_core.trace import TraceError
 
@@ -49,10 +49,10 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
                         "see docs/config.md)")
     parser.add_argument("--print-default-config", action=PrintDefaultConfig,
                         help="print the default configuration, every field documented, and exit")
+    built_in = ["fixed", "fixed:N", *(name for name in BUILT_IN if name != "fixed")]
     parser.add_argument("--policy", default=None,
-                        help="fixed, fixed:N, quantpipe, controller, mpc, planner, "
-                        f"{', '.join(SIM_ONLY_POLICIES)} (simulator only: "
-                        "optimal is the offline optimum of the utility) or module:Class "
+                        help=f"{', '.join(built_in)}, {', '.join(SIM_ONLY_POLICIES)} (simulator "
+                        "only: optimal is the offline optimum of the utility) or module:Class "
                         "(overrides the config)")
     parser.add_argument("--bits", type=int, default=None,
                         help="bitwidth for --policy fixed (1..16, or 32 for float32)")

@@ -194,3 +194,26 @@ def test_the_default_split_leaves_a_block_for_every_later_cut(tmp_path, step_tra
     assert cuts == ["block0.out", "block1.out", "block2.out", "block3.out"]
     with pytest.raises(ValueError, match="4 blocks: too few for 6 stages"):
         resolve(load_config(six), step_trace)
+
+
+def test_print_default_config_prints_the_documented_defaults_without_a_trace(capsys):
+    from quantpipe_core.config import default_toml
+
+    with pytest.raises(SystemExit) as exited:
+        run.main(["--print-default-config"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == default_toml()
+
+
+@pytest.mark.parametrize("policy", ["oracle", "optimal"])
+def test_outside_the_simulator_every_sim_only_policy_is_refused_in_one_wording(policy):
+    from quantpipe_core.config import SIM_ONLY_POLICIES
+    from quantpipe_core.plan import check_real_link_policy, link_policy
+
+    assert policy in SIM_ONLY_POLICIES
+    wording = f"the {policy} policy reads the trace's future: it runs in the simulator only"
+    with pytest.raises(ValueError, match=wording):
+        check_real_link_policy(policy)
+    with pytest.raises(ValueError, match=wording):
+        link_policy(load_config().replace(**{"policy.name": policy}), None)
+    check_real_link_policy("quantpipe")  # a policy that needs no future passes
