@@ -15,23 +15,25 @@ from __future__ import annotations
 import datetime as dt
 import fnmatch
 import json
-import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from quantpipe_core.cli import ArgumentParser, echo, fail, writable_out_dir
+from quantpipe_core.cli import ArgumentParser, fail, writable_out_dir
 from quantpipe_core.config import (
     SIM_ONLY_POLICIES,
     Config,
     ConfigError,
+    Where,
+    check_names,
     did_you_mean,
     load_config,
     read_toml,
 )
+from quantpipe_core.config.fields import Name, Names, Number, as_table, as_tables
 from quantpipe_core.formatting import cell, count, percent
 from quantpipe_core.names import CLIP_METHODS
 from quantpipe_core.profiles import ComputeProfile, shipped_compute_profile
@@ -113,116 +115,110 @@ class Spec:
         return [p for p in self.policies if p != "optimal" or feasible]
 
 
-class SpecError(ValueError):
+class SpecError(ConfigError):
     """A report spec that cannot run; the message names the file and the field."""
 
 
 def read_spec(path: Path, shared: Path | None) -> Spec:
     """The spec at `path`. Trace folders may start with ``{shared}`` (the ``--shared`` folder);
-    other relative paths start at the spec's folder. Unknown keys are refused, so that a typo
-    cannot silently leave a default in place."""
+    other relative paths start at the spec's folder. It is read with the config's machinery, so
+    an unknown key is refused with the closest known one ("did you mean"), and a typo cannot
+    silently leave a default in place."""
     try:
-        data = read_toml(path)
+        return _read_spec(path, shared)
+    except SpecError:
+        raise
     except ConfigError as error:
         raise SpecError(str(error)) from None
-    base = path.resolve().parent
-    _known(path, "top level", data, TOP_KEYS)
 
-    def folder(text: str) -> Path:
-        if text.startswith("{shared}"):
-            if shared is None:
-                raise SpecError(f"{path}: folders.{text!r} needs --shared (the shared traces)")
-            return shared / text.removeprefix("{shared}").lstrip("/")
-        return base / text
 
-    folders = {name: folder(text) for name, text in _folders(path, data).items()}
+def _read_spec(path: Path, shared: Path | None) -> Spec:
+    data = read_toml(path)
+    where = Where(str(path), path.resolve().parent)
+    check_names(data, TOP_KEYS, where, "key")
+    folders = {
+        name: _folder(Name().read(text, where.key("folders").key(name)), shared, where)
+        for name, text in as_table(data.get("folders", {}), where.key("folders")).items()
+    }
     if missing := [str(p) for p in folders.values() if not p.is_dir()]:
-        raise SpecError(f"{path}: no such trace folder: {', '.join(missing)}")
-    pipelines = []
-    for index, entry in enumerate(_tables(path, data, "pipelines")):
-        where = f"pipelines[{index}]"
-        _known(path, where, entry, PIPELINE_KEYS)
-        _require(path, where, entry, ("name", "config"))
-        given = entry.get("scales", {})
-        if not isinstance(given, dict):
-            raise SpecError(f"{path}: {where}.scales must be a table, e.g. {{ mine = 0.5 }}")
-        _known(path, f"{where}.scales", given, list(folders))
-        scales = {name: _scale(path, f"{where}.scales.{name}", given.get(name, 1.0))
-                  for name in folders}
-        try:
-            config = load_config(base / entry["config"])
-        except ConfigError as error:
-            raise SpecError(f"{path}: pipeline {entry['name']}: {error}") from None
-        pipelines.append(Pipeline(entry["name"], entry.get("title", entry["name"]), config,
-                                  scales))
+        raise where.key("folders").error(f"no such trace folder: {', '.join(missing)}")
+    pipelines = [
+        _pipeline(entry, list(folders), where.key("pipelines").index(index))
+        for index, entry in enumerate(as_tables(data.get("pipelines", []), where.key("pipelines")))
+    ]
     if not pipelines:
-        raise SpecError(f"{path}: no [[pipelines]]: a report needs at least one")
-    spec = Spec(path, _strings(path, data, "policies", DEFAULT_POLICIES),
-                _strings(path, data, "train", ()), folders, pipelines,
-                _tables(path, data, "clipping"), _tables(path, data, "crosscheck"))
+        raise where.error("no [[pipelines]]: a report needs at least one")
+    spec = Spec(
+        path,
+        list(Names().read(data.get("policies", DEFAULT_POLICIES), where.key("policies"))),
+        list(Names().read(data.get("train", []), where.key("train"))),
+        folders, pipelines,
+        _cases(data, "clipping", CLIPPING_KEYS, ("pipeline", "trace"), where),
+        _cases(data, "crosscheck", CROSSCHECK_KEYS, ("name", "args"), where),
+    )
     for policy in spec.policies:
         for entry in pipelines:
             try:
                 with_policy(entry.config, policy)
             except (ConfigError, ValueError) as error:
-                raise SpecError(f"{path}: policies: {error}") from None
-    for pattern in spec.train:
+                raise where.key("policies").error(str(error)) from None
+    for index, pattern in enumerate(spec.train):
         name = pattern.partition("/")[0]
+        here = where.key("train").index(index)
         if name not in folders:
-            raise SpecError(f"{path}: train: {pattern!r} does not start with a trace folder "
-                            f"(folder/file-glob){did_you_mean(name, list(folders))}")
+            raise here.error(f"{pattern!r} does not start with a trace folder "
+                             f"(folder/file-glob){did_you_mean(name, list(folders))}")
         if not spec.matches(pattern):
-            raise SpecError(f"{path}: train: no trace matches {pattern!r}")
-    for index, case in enumerate(spec.clipping):
-        _known(path, f"clipping[{index}]", case, CLIPPING_KEYS)
-        _require(path, f"clipping[{index}]", case, ("pipeline", "trace"))
+            raise here.error(f"no trace matches {pattern!r}")
+    for case in spec.clipping:
         pipeline(spec, case["pipeline"])
         spec.trace(case["trace"])
-    for index, case in enumerate(spec.crosscheck):
-        _known(path, f"crosscheck[{index}]", case, CROSSCHECK_KEYS)
-        _require(path, f"crosscheck[{index}]", case, ("name", "args"))
     return spec
 
 
-def _tables(path: Path, data: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """``[[key]]`` entries; a single ``[key]`` table (a common slip) is refused."""
-    entries = data.get(key, [])
-    if not (isinstance(entries, list) and all(isinstance(e, dict) for e in entries)):
-        raise SpecError(f"{path}: {key} must be an array of tables, written [[{key}]]")
-    return entries
+def _folder(text: str, shared: Path | None, where: Where) -> Path:
+    """A trace folder: ``{shared}/...`` under --shared, else relative to the spec's folder."""
+    if text.startswith("{shared}"):
+        if shared is None:
+            raise where.key("folders").error(f"{text!r} needs --shared (the shared traces)")
+        return shared / text.removeprefix("{shared}").lstrip("/")
+    return where.path(text)
 
 
-def _folders(path: Path, data: dict[str, Any]) -> dict[str, str]:
-    """``[folders]``: trace-folder names and their paths, both strings."""
-    folders = data.get("folders", {})
-    if not (isinstance(folders, dict) and all(isinstance(v, str) for v in folders.values())):
-        raise SpecError(f"{path}: folders must be a table of paths, e.g. mine = \"traces\"")
-    return folders
+def _pipeline(entry: Mapping[str, Any], folders: list[str], where: Where) -> Pipeline:
+    """A ``[[pipelines]]`` entry: its name, title, run config and a scale per trace folder."""
+    check_names(entry, PIPELINE_KEYS, where, "key")
+    _require(entry, ("name", "config"), where)
+    name = Name().read(entry["name"], where.key("name"))
+    given = as_table(entry.get("scales", {}), where.key("scales"))
+    check_names(given, folders, where.key("scales"), "trace folder")
+    scales = {folder: Number(zero_ok=False).read(given.get(folder, 1.0),
+                                                 where.key("scales").key(folder))
+              for folder in folders}
+    config_path = where.path(Name().read(entry["config"], where.key("config")))
+    try:
+        config = load_config(config_path)
+    except ConfigError as error:
+        raise where.error(f"pipeline {name}: {error}") from None
+    return Pipeline(name, Name().read(entry.get("title", name), where.key("title")), config,
+                    scales)
 
 
-def _scale(path: Path, where: str, value: Any) -> float:
-    """A trace folder's scale: a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise SpecError(f"{path}: {where}: expected a number > 0, got {echo(value)}")
-    return float(value)
+def _cases(data: Mapping[str, Any], key: str, known: Sequence[str], required: Sequence[str],
+           where: Where) -> list[dict[str, Any]]:
+    """The ``[[key]]`` entries, each with only `known` keys and every `required` one."""
+    cases = []
+    for index, case in enumerate(as_tables(data.get(key, []), where.key(key))):
+        here = where.key(key).index(index)
+        check_names(case, known, here, "key")
+        _require(case, required, here)
+        cases.append(dict(case))
+    return cases
 
 
-def _strings(path: Path, data: dict[str, Any], key: str, default: Sequence[str]) -> list[str]:
-    values = data.get(key, default)
-    if not (isinstance(values, list | tuple) and all(isinstance(v, str) for v in values)):
-        raise SpecError(f"{path}: {key} must be a list of strings")
-    return list(values)
-
-
-def _known(path: Path, where: str, entry: dict[str, Any], keys: Sequence[str]) -> None:
-    for key in entry:
-        if key not in keys:
-            raise SpecError(f"{path}: {where}: unknown key {key!r}{did_you_mean(key, keys)}")
-
-
-def _require(path: Path, where: str, entry: dict[str, Any], keys: Sequence[str]) -> None:
+def _require(entry: Mapping[str, Any], keys: Sequence[str], where: Where) -> None:
     if missing := [key for key in keys if key not in entry]:
-        raise SpecError(f"{path}: {where} needs {', '.join(repr(k) for k in missing)}")
+        raise where.error(f"needs {', '.join(repr(k) for k in missing)}")
 
 
 def pipeline(spec: Spec, name: str) -> Pipeline:

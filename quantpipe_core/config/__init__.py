@@ -1,7 +1,7 @@
 """One TOML configuration that the simulator, the emulator and the real runtime all read.
 
 Every field has a default, so no file, or an empty one, is a complete run; `default_toml()` shows
-them all, each with its documentation (``python -m quantpipe_core.config`` prints it). A value
+them all, each with its documentation (``python -m sim.run --print-default-config``). A value
 that cannot work raises `ConfigError`, whose message names the file, the dotted field
 (``links[1].scale``, indexes from 0) and why. Loading is pure and fast (no torch, no model): what
 needs the model (cut ids, the middle split, ``target_rate = "auto"``) is resolved later, by the

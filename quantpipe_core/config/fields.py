@@ -162,8 +162,8 @@ class Bits:
         return tuple(sorted(items))
 
 
-class Cuts:
-    """Distinct cut ids; the model's resolver checks that they exist and are in order."""
+class Names:
+    """Distinct non-empty strings (policy names, trace patterns, ...)."""
 
     def read(self, value: Any, where: Where) -> tuple[str, ...]:
         items = _array(value, where)
@@ -171,6 +171,10 @@ class Cuts:
             Name().read(item, where.index(index))
         _distinct(items, where)
         return tuple(items)
+
+
+class Cuts(Names):
+    """Distinct cut ids; the model's resolver checks that they exist and are in order."""
 
 
 class Table:
