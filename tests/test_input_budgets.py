@@ -51,8 +51,6 @@ def test_bins_beyond_the_budget_are_refused_before_allocation_naming_the_option(
         Trace.from_segments([0, 30], [40, 8], 60).bin_means(1e-9)
 
 
-@pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.parametrize(("make", "message"), [
     (lambda: gen.random_walk(step_s=1e-9), "step_s = 1e-09 over duration_s = 300"),
     (lambda: gen.ramp(duration_s=1e15), r"step_s = 1 over duration_s = 1e\+15 .* PiB"),
@@ -71,6 +69,7 @@ def test_writing_a_long_trace_as_mahimahi_is_refused_before_allocating(tmp_path)
     assert not (tmp_path / "t.up").exists()
 
 
+@pytest.mark.slow
 def test_a_trace_is_held_in_numpy_arrays_of_a_few_bytes_per_segment(tmp_path):
     rows = 200_000
     rates = np.random.default_rng(0).uniform(5, 50, rows).round(3)
@@ -109,6 +108,7 @@ def test_the_target_met_share_is_the_same_without_one_bin_per_interval():
             assert target_met_fraction(sinks, info) == dense_target_met(sinks, info)
 
 
+@pytest.mark.slow
 def test_a_metrics_interval_of_1e9_s_costs_no_memory(tmp_path):
     trace = Trace.from_segments([0.0], [200.0], 120.0)
     stages = [StageSpec(0.1), StageSpec(0.1)]

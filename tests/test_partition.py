@@ -247,7 +247,6 @@ def test_a_large_model_on_many_devices_is_planned_quickly():
     assert plan.bottleneck_s < min(sum(times) for times in unit_s.values()) / 4
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("bits", [*range(1, 17), 32])
 @pytest.mark.parametrize("granularity", ["tensor", "token", "auto"])
 def test_tensor_link_bytes_are_the_codec_wire_sizes(bits, granularity):
@@ -339,6 +338,7 @@ def test_link_bytes_must_be_byte_counts():
         partition(TIMES, lambda i, b: -1, graph_ab())
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_and_reports_its_goal():
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "partition.py"
     args = ["--blocks", "4", "--devices", "5", "--repeats", "1"]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,6 +34,7 @@ def test_setup_pins_the_cpu_torch_in_the_same_install_as_the_project():
     assert "--system-site-packages" in setup and "/usr/bin/python3" in setup
 
 
+@pytest.mark.slow
 def test_codec_benchmark_runs_and_reports_its_goals():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "codec.py"), "--repeats", "1", "--bits", "2",
@@ -47,6 +50,7 @@ def test_codec_benchmark_runs_and_reports_its_goals():
     assert "digits ViT: default encode + decode <= the model's compute" in out
 
 
+@pytest.mark.slow
 def test_codec_benchmark_refuses_bad_arguments_clearly():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "codec.py"), "--bits", "2,x"],
@@ -58,6 +62,7 @@ def test_codec_benchmark_refuses_bad_arguments_clearly():
     assert "expected comma-separated integers" in out.stderr
 
 
+@pytest.mark.slow
 def test_the_python_examples_in_the_guides_run(tmp_path):
     for guide in ("models.md",):  # config.md and traces.md run in their own tests
         text = (ROOT / "docs" / guide).read_text()
@@ -67,6 +72,7 @@ def test_the_python_examples_in_the_guides_run(tmp_path):
             subprocess.run([sys.executable, "-c", block], check=True, cwd=tmp_path, timeout=300)
 
 
+@pytest.mark.slow
 def test_the_user_guides_policy_example_runs_in_the_simulator(tmp_path):
     text = (ROOT / "docs" / "index.md").read_text()
     module = re.search(r"```python\n# my_policies.py\n(.*?)```", text, flags=re.S).group(1)
@@ -96,6 +102,7 @@ def test_every_test_docs_reliability_names_exists():
     assert not missing
 
 
+@pytest.mark.slow
 def test_frame_auth_benchmark_runs_and_reports_its_goal():
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.frame_auth", "--repeats", "1", "--bits", "8"],

@@ -142,6 +142,7 @@ def test_shared_folders_need_the_shared_argument(spec):
         read_spec(spec, spec.parent / "nowhere")
 
 
+@pytest.mark.slow
 def test_the_report_ranks_held_out_traces_by_utility_against_the_optimum(spec, tmp_path):
     out, runs = tmp_path / "pages", tmp_path / "runs"
     done = subprocess.run(
@@ -331,6 +332,7 @@ def test_a_spec_that_cannot_run_is_refused_with_the_field_named(spec, change, me
         read_spec(spec, spec.parent / "shared")
 
 
+@pytest.mark.slow
 def test_a_refused_spec_stops_the_command_before_anything_runs(spec):
     spec.write_text(spec.read_text().replace("policies =", "polices ="))
     done = subprocess.run(
@@ -393,6 +395,7 @@ def test_an_out_or_runs_folder_that_is_a_file_is_refused_before_any_run(spec, ca
     assert f"argument {option}: {taken} exists and is not a folder" in err
 
 
+@pytest.mark.slow
 def test_traces_sharing_a_file_name_in_two_folders_keep_their_own_rows(tmp_path):
     """Each folder's comparison names its traces as the whole report does (``mine-t`` and
     ``theirs-t``), so neither row is lost nor matched to the other trace's optimum."""

@@ -39,6 +39,7 @@ def digits_config(tmp_path):
     return path
 
 
+@pytest.mark.slow
 def test_a_bare_trace_runs_the_default_pipeline_and_writes_every_file(tmp_path, step_trace, capsys):
     out = tmp_path / "out"
     assert run.main([str(step_trace), "--out", str(out)]) == 0
@@ -103,6 +104,7 @@ def test_a_missing_trace_and_a_bad_config_are_named(tmp_path, step_trace, capsys
     assert "model.microbatch" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_three_stages_with_a_trace_per_link_and_auto_partition(tmp_path, step_trace):
     fast = tmp_path / "fast.csv"
     fast.write_text("time_s,mbps\n0,500\n60,500\n")
@@ -129,6 +131,7 @@ def test_three_stages_with_a_trace_per_link_and_auto_partition(tmp_path, step_tr
     assert result.summary["items_completed"] > 0
 
 
+@pytest.mark.slow
 def test_compare_ranks_held_out_traces_by_utility_against_the_optimum(tmp_path, step_trace):
     from sim import compare
 
