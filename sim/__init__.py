@@ -3,9 +3,11 @@
 - `simulate(config, trace) -> SimResult`: the Python API behind the command (``result.summary``,
   ``result.write(out)``), in `sim.simulation`;
 - `sim.pipeline`: the SimPy processes (source, stages, links);
-- `sim.oracle`: the policy that knows the future trace (simulator only);
+- `sim.oracle`, `sim.optimal`: the policies that know the future trace (simulator only): the
+  greedy oracle and the utility's offline optimum;
 - `sim.traces`: the trace tool (``python -m sim.traces info|convert|generate``);
-- `sim.compare`, `sim.report`: policy comparisons and the reports of docs/reports/;
+- `sim.compare`, `sim.report`: policy comparisons and the reports of docs/reports/, both on the
+  library `sim.comparison` (runs, optimum, ranking, tables, plots);
 - `sim.sweep`: grids of runs from a spec (`sim.grid`) into one table; `sim.engine` runs the
   simulations of all three in local processes or on Ray.
 """
