@@ -41,6 +41,7 @@ from quantpipe_core.config import (
     load_config,
     read_toml,
 )
+from quantpipe_core.config.fields import Name, as_table
 
 SPEC_KEYS = ("config", "set", "traces", "policies", "axes")
 POLICY_KEYS = ("name", "params", "label")
@@ -161,7 +162,7 @@ def _base(data: Mapping[str, Any], where: Where) -> Config:
     if config is not None and not isinstance(config, str):
         raise where.key("config").error("expected the path of a run config (a string)")
     base = load_config(where.path(config) if config else None)
-    for key, value in _table(data.get("set", {}), where.key("set")).items():
+    for key, value in as_table(data.get("set", {}), where.key("set")).items():
         base = _replace(base, {key: value}, where.key("set").key(json.dumps(key)), key)
     return base
 
@@ -178,14 +179,14 @@ def _policies(value: Any, base: Config, axes: dict[str, list[Any]],
         if isinstance(entry, str):
             policy = GridPolicy(entry, entry, None)
         else:
-            table = _table(entry, here)
+            table = as_table(entry, here)
             check_names(table, POLICY_KEYS, here, "key")
-            name = _text(table.get("name"), here.key("name"))
-            params = dict(_table(table.get("params", {}), here.key("params")))
+            name = Name().read(table.get("name"), here.key("name"))
+            params = dict(as_table(table.get("params", {}), here.key("params")))
             label = table.get("label")
             if label is None:
                 label = name + (json.dumps(params, sort_keys=True) if params else "")
-            policy = GridPolicy(_text(label, here.key("label")), name, params)
+            policy = GridPolicy(Name().read(label, here.key("label")), name, params)
         if refusal := _refusal(base, policy.overrides(base), axes):
             raise here.error(_reason(refusal))
         clash = next((i for i, p in enumerate(policies) if p.label == policy.label), None)
@@ -201,9 +202,9 @@ def _traces(value: Any, base: Config, where: Where) -> tuple[GridTrace, ...]:
     traces: dict[tuple[Path, float | None], GridTrace] = {}
     for index, entry in enumerate(value):
         here = where.index(index)
-        table = {"path": entry} if isinstance(entry, str) else _table(entry, here)
+        table = {"path": entry} if isinstance(entry, str) else as_table(entry, here)
         check_names(table, TRACE_KEYS, here, "key")
-        text = _text(table.get("path"), here.key("path"))
+        text = Name().read(table.get("path"), here.key("path"))
         scale = table.get("scale")
         if scale is not None:
             _replace(base, {LINK_SCALE: scale}, here.key("scale"), LINK_SCALE)
@@ -237,7 +238,7 @@ def _files(text: str, where: Where) -> list[Path]:
 
 def _axes(value: Any, where: Where) -> dict[str, list[Any]]:
     axes: dict[str, list[Any]] = {}
-    for key, values in _table(value, where).items():
+    for key, values in as_table(value, where).items():
         here = where.key(json.dumps(key))
         if key in ("policy", "policy.name"):
             raise here.error("the policies list sets the policy: policies = [...]")
@@ -291,15 +292,3 @@ def _reason(error: ConfigError, key: str | None = None) -> str:
     `key`."""
     reason = str(error).removeprefix("<override>: ")
     return reason.removeprefix(f"{key}: ") if key else reason
-
-
-def _table(value: Any, where: Where) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise where.error(f"expected a table, got {json.dumps(value, default=str)}")
-    return value
-
-
-def _text(value: Any, where: Where) -> str:
-    if not isinstance(value, str) or not value:
-        raise where.error("expected a non-empty string")
-    return value
