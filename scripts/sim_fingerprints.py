@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -34,12 +35,14 @@ FILES = ("timeline.csv", "windows.csv", "summary.json")
 
 
 def cases() -> Iterator[tuple[str, Config, Path]]:
-    """(name, config, trace) for every shipped trace, config and policy."""
+    """(name, config, trace) for every shipped trace, config and policy; traces by their path
+    relative to the checkout, as the run record keeps it (a clone elsewhere gets the same
+    digests)."""
     configs = {"defaults": load_config(None)}
     for folder in CONFIG_FOLDERS:
         for path in sorted((ROOT / folder).glob("*.toml")):
             configs[f"{folder}/{path.name}"] = load_config(path)
-    for trace in sorted((ROOT / "traces").glob("*.csv")):
+    for trace in sorted(Path("traces").glob("*.csv")):
         for config_name, config in configs.items():
             for policy in POLICIES:
                 run = config.replace(**{"policy.name": policy})
@@ -64,13 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--write", type=Path, help="write the fingerprints to this JSON file")
     action.add_argument("--check", type=Path, help="compare with the fingerprints in this file")
     args = parser.parse_args(argv)
+    write, check = (None if p is None else p.resolve() for p in (args.write, args.check))
+    os.chdir(ROOT)
     found = fingerprints()
-    if args.write:
-        args.write.parent.mkdir(parents=True, exist_ok=True)
-        args.write.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
-        print(f"wrote {len(found)} fingerprints to {args.write}")
+    if write is not None:
+        write.parent.mkdir(parents=True, exist_ok=True)
+        write.write_text(json.dumps(found, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {len(found)} fingerprints to {write}")
         return 0
-    expected = json.loads(args.check.read_text())
+    assert check is not None
+    expected = json.loads(check.read_text())
     differ = sorted(k for k in expected.keys() | found.keys() if expected.get(k) != found.get(k))
     for name in differ:
         files = [f for f in FILES if expected.get(name, {}).get(f) != found.get(name, {}).get(f)]
