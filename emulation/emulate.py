@@ -23,6 +23,7 @@ from typing import Any
 from emulation.replay import HtbClass, Replayer, replay_trace, replayable_mbps
 from emulation.topology import chain
 from quantpipe_core.config import Config, to_toml
+from quantpipe_core.plan import run_duration
 from quantpipe_core.runtime.auth import new_run_key
 from quantpipe_core.runtime.launch import rank_command, rank_environment, stop, supervise
 from quantpipe_core.runtime.plan import resolve_runtime
@@ -50,11 +51,6 @@ class Emulated:
 def link_traces(config: Config, trace_path: str | Path) -> list[Trace]:
     """Each link's trace as the replay applies it; `trace_path` where a link names none."""
     return [replay_trace(link, link.trace or trace_path) for link in config.links]
-
-
-def emulation_duration(config: Config, traces: list[Trace]) -> float:
-    """``run.duration_s``, or one pass of the longest trace (as the simulator does)."""
-    return config.run.duration_s or max(t.duration_s for t in traces)
 
 
 def wait_for_clock(ranks_out: Path, processes: list[subprocess.Popen]) -> float:
@@ -90,7 +86,7 @@ def emulate(
     Ctrl-C makes every rank save its report; what they measured is merged as after a fault,
     and the result says it was interrupted.
     """
-    duration = emulation_duration(config, traces)
+    duration = run_duration(config, traces)
     ranks_out = out / "ranks"
     shutil.rmtree(ranks_out, ignore_errors=True)
     ranks_out.mkdir(parents=True)

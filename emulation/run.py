@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from tqdm import tqdm
 
 from emulation.agreement import write_agreement
-from emulation.emulate import EmulationError, emulate, emulation_duration, link_traces
+from emulation.emulate import EmulationError, emulate, link_traces
 from emulation.replay import replay_config
 from quantpipe_core.cli import check_out_dir, fail, positive_float
 from quantpipe_core.formatting import percent
-from quantpipe_core.plan import check_real_link_policy
+from quantpipe_core.plan import check_real_link_policy, run_duration
 from quantpipe_core.run_command import (
     build_parser,
     check_user_policy,
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_real_link_policy(config.policy.name)
         check_user_policy(config)
         traces = link_traces(config, args.trace)
-        duration = emulation_duration(config, traces)
+        duration = run_duration(config, traces)
         out = check_out_dir(default_out(args, config, "-emulated"))
     except ValueError as error:
         return refuse(PROG, error, args)

@@ -28,6 +28,7 @@ from quantpipe_core.profiles import (
     shipped_accuracy_profile,
     shipped_compute_profile,
 )
+from quantpipe_core.results import RunInfo
 from quantpipe_core.trace import Trace, load_link_trace
 from quantpipe_core.utility import Utility, auto_latency_slo
 
@@ -337,6 +338,38 @@ def run_record(config: Config, plan: Plan) -> dict[str, Any]:
         "traces": traces,
         "seed": config.run.seed,
     }
+
+
+def run_duration(config: Config, traces: Sequence[Trace]) -> float:
+    """``run.duration_s``, or one pass of the longest trace: the simulator's and the emulator's
+    run length (0 if neither says)."""
+    return config.run.duration_s or max((t.duration_s for t in traces), default=0.0)
+
+
+def run_info(
+    config: Config,
+    plan: Plan,
+    stages: Sequence[StageSpec],
+    links: Sequence[LinkSpec],
+    source: SourceSpec,
+    duration_s: float,
+    *,
+    trace_mbps: Sequence[Callable[[float, float], float]] | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> RunInfo:
+    """What the summary needs besides the records, for the simulator, the runtime and the
+    emulator alike; `record` is added to the run record (e.g. which runtime ran it)."""
+    return RunInfo(
+        stages=len(stages),
+        items_per_microbatch=config.model.microbatch,
+        target_rate_items_per_s=source.target_rate_items_per_s,
+        duration_s=duration_s,
+        metrics_interval_s=config.run.metrics_interval_s,
+        accuracy_of=accuracy_function(plan, config),
+        trace_mbps=trace_mbps,
+        record={**run_record(config, plan), **(record or {})},
+        utility=run_utility(config, stages, links, source),
+    )
 
 
 def notes(config: Config, plan: Plan) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import json
+import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -55,7 +56,9 @@ class Records:
     """Times and bits per microbatch (keyed by microbatch, or (microbatch, stage/link)).
 
     ``items`` holds the item count of a microbatch that is not full (the last of a data set);
-    every other one holds `RunInfo.items_per_microbatch`."""
+    every other one holds `RunInfo.items_per_microbatch`. The simulator and the runtime write
+    through the methods below, the one recording contract; each holds `lock`, because a
+    runtime stage writes from three threads while another may take a `snapshot`."""
 
     t_source: dict[int, float] = field(default_factory=dict)
     stage_start: dict[tuple[int, int], float] = field(default_factory=dict)
@@ -66,6 +69,48 @@ class Records:
     t_sink: dict[int, float] = field(default_factory=dict)
     windows: list[WindowRecord] = field(default_factory=list)
     items: dict[int, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def offered(self, microbatch: int, t: float, items: int | None = None) -> None:
+        """The source offered `microbatch` at `t`; `items` if it is not full."""
+        with self.lock:
+            self.t_source[microbatch] = t
+            if items is not None:
+                self.items[microbatch] = items
+
+    def started(self, microbatch: int, stage: int, t: float) -> None:
+        with self.lock:
+            self.stage_start[microbatch, stage] = t
+
+    def finished(self, microbatch: int, stage: int, t: float) -> None:
+        with self.lock:
+            self.stage_end[microbatch, stage] = t
+
+    def sunk(self, microbatch: int, t: float) -> None:
+        """The last stage finished `microbatch` at `t`: it counts as delivered."""
+        with self.lock:
+            self.t_sink[microbatch] = t
+
+    def sent(self, microbatch: int, link: int, bits: int, nbytes: int) -> None:
+        """`link` delivered `microbatch`'s packet of `nbytes` at `bits`."""
+        with self.lock:
+            self.link_bits[microbatch, link] = bits
+            self.link_bytes[microbatch, link] = nbytes
+
+    def arrived(self, microbatch: int, link: int, t: float) -> None:
+        """`microbatch`'s packet reached the stage after `link` at `t`."""
+        with self.lock:
+            self.link_arrive[microbatch, link] = t
+
+    def window(self, record: WindowRecord) -> None:
+        """A policy window began on its link (its sender fills in its end and use later)."""
+        with self.lock:
+            self.windows.append(record)
+
+    def snapshot(self, copy: Callable[[Records], Any]) -> Any:
+        """`copy(self)` while no writer changes the records (e.g. to serialize them)."""
+        with self.lock:
+            return copy(self)
 
     def items_of(self, microbatch: int, full: int) -> int:
         """Items in `microbatch`, `full` unless recorded otherwise."""

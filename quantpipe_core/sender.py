@@ -118,7 +118,7 @@ class LinkSender:
         self.window_index += 1
         self.last_window = WindowRecord(self.index, self.window_index, now, None,
                                         list(self.schedule), self.measured, used=0)
-        self.records.windows.append(self.last_window)
+        self.records.window(self.last_window)
         self.delivered_bytes, self.delivered_s = 0, 0.0
 
     def _warn_if_slow(self, seconds: float) -> None:

@@ -1,6 +1,8 @@
 """What "accuracy" means for each model: the inputs it is scored on and a per-input score.
 
 Every score is per input, so its mean is the metric and resampling inputs gives the noise.
+A live run's sink scores microbatches as they arrive, in any number of passes over the data:
+each task makes its own `RunningScore` (`Task.running_score()`), so a new task brings its own.
 
 - Image classifiers on the digits' held-out part: ``top1`` (1 if the label is predicted).
 - Sentence encoders on standard-library sentences, against the float32 embeddings:
@@ -11,7 +13,7 @@ Every score is per input, so its mean is the metric and resampling inputs gives 
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -31,6 +33,21 @@ class Task(Protocol):
         """Per-input score of each metric, for the outputs on every microbatch in order."""
         ...
 
+    def running_score(self) -> RunningScore:
+        """A score for a live run's sink, fed one microbatch at a time."""
+        ...
+
+
+class RunningScore(Protocol):
+    def add(self, microbatch: int, outputs: torch.Tensor) -> None:
+        """The outputs of `microbatch` (counted from 0 over repeated passes of the data)."""
+        ...
+
+    def result(self) -> dict[str, Any]:
+        """``metric``, ``measured_accuracy`` (None where nothing is scored) and ``inputs``;
+        JSON-able."""
+        ...
+
 
 class DigitsTop1:
     """Top-1 accuracy on the held-out digits."""
@@ -46,6 +63,31 @@ class DigitsTop1:
 
     def scores(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
         return {"top1": (outputs.argmax(1) == self.labels).double().numpy()}
+
+    def running_score(self) -> RunningTop1:
+        return RunningTop1(self)
+
+
+class RunningTop1:
+    """Top-1 of the predictions so far, and the predictions (the runtime's tests compare them)."""
+
+    def __init__(self, task: DigitsTop1) -> None:
+        self.task = task
+        self.size = inputs_in(task.microbatches[0])
+        self.correct = self.inputs = 0
+        self.predictions: dict[int, list[int]] = {}
+
+    def add(self, microbatch: int, outputs: torch.Tensor) -> None:
+        start = (microbatch % len(self.task.microbatches)) * self.size
+        predicted = outputs.argmax(1)
+        self.correct += int((predicted == self.task.labels[start : start + len(outputs)]).sum())
+        self.inputs += len(outputs)
+        self.predictions[microbatch] = predicted.tolist()
+
+    def result(self) -> dict[str, Any]:
+        return {"metric": "top1", "measured_accuracy": self.correct / self.inputs if self.inputs
+                else None, "inputs": self.inputs,
+                "predictions": {str(k): v for k, v in self.predictions.items()}}
 
 
 class SentenceFidelity:
@@ -68,6 +110,38 @@ class SentenceFidelity:
         agree = nearest_other(outputs) == self.reference_neighbours
         cosine = F.cosine_similarity(outputs.double(), self.reference.double(), dim=1)
         return {"nn_agreement": agree.double().numpy(), "cosine": cosine.numpy()}
+
+    def running_score(self) -> RunningAgreement:
+        return RunningAgreement(self)
+
+
+class RunningAgreement:
+    """nn_agreement over the sentences seen so far (every one after a full pass), each with its
+    latest embedding."""
+
+    def __init__(self, task: SentenceFidelity) -> None:
+        self.task = task
+        self.size = inputs_in(task.microbatches[0])
+        self.inputs = 0
+        self.latest: dict[int, torch.Tensor] = {}
+
+    def add(self, microbatch: int, outputs: torch.Tensor) -> None:
+        self.latest[microbatch % len(self.task.microbatches)] = outputs
+        self.inputs += len(outputs)
+
+    def result(self) -> dict[str, Any]:
+        return {"metric": "nn_agreement", "measured_accuracy": self.agreement(),
+                "inputs": self.inputs}
+
+    def agreement(self) -> float | None:
+        indices = sorted(self.latest)
+        if sum(len(self.latest[i]) for i in indices) < 2:
+            return None
+        outputs = torch.cat([self.latest[i] for i in indices])
+        rows = torch.cat([torch.arange(i * self.size, i * self.size + len(self.latest[i]))
+                          for i in indices])
+        reference = self.task.reference[rows]
+        return float((nearest_other(outputs) == nearest_other(reference)).double().mean())
 
 
 def nearest_other(embeddings: torch.Tensor) -> torch.Tensor:
@@ -113,6 +187,22 @@ class RandomImages:
 
     def scores(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
         return {}
+
+    def running_score(self) -> InputCount:
+        return InputCount()
+
+
+class InputCount:
+    """Counts the inputs that reached the sink; scores nothing."""
+
+    def __init__(self) -> None:
+        self.inputs = 0
+
+    def add(self, microbatch: int, outputs: torch.Tensor) -> None:
+        self.inputs += len(outputs)
+
+    def result(self) -> dict[str, Any]:
+        return {"metric": None, "measured_accuracy": None, "inputs": self.inputs}
 
 
 def inputs_for(model: StagedModel, microbatch: int) -> Task:

@@ -124,7 +124,7 @@ class Pipeline:
                 )
             if closed:
                 yield self.in_flight.get(1)
-            self.records.t_source[microbatch] = self.env.now
+            self.records.offered(microbatch, self.env.now)
             yield self.inboxes[0].put((microbatch, None))
             microbatch += 1
             if not closed:
@@ -134,16 +134,16 @@ class Pipeline:
         spec, last = self.stages[k], k == len(self.stages) - 1
         while True:
             microbatch, bits_in = yield self.inboxes[k].get()
-            self.records.stage_start[microbatch, k] = self.env.now
+            self.records.started(microbatch, k, self.env.now)
             work = spec.compute_s + (spec.decode_s.get(bits_in, 0.0) if bits_in else 0.0)
             bits = None
             if not last:
                 bits = self.senders[k].bits_for_next(self.env.now)
                 work += spec.encode_s.get(bits, 0.0)
             yield self.env.timeout(work)
-            self.records.stage_end[microbatch, k] = self.env.now
+            self.records.finished(microbatch, k, self.env.now)
             if last:
-                self.records.t_sink[microbatch] = self.env.now
+                self.records.sunk(microbatch, self.env.now)
                 if self.source.mode == "closed":
                     yield self.in_flight.put(1)
             else:
@@ -160,9 +160,8 @@ class Pipeline:
             send_s = spec.trace.finish_time(start, nbytes * 8 / spec.payload_share) - start
             yield self.env.timeout(send_s + spec.latency_s)
             sender.delivered(nbytes, send_s)
-            self.records.link_bits[microbatch, k] = bits
-            self.records.link_bytes[microbatch, k] = nbytes
-            self.records.link_arrive[microbatch, k] = self.env.now
+            self.records.sent(microbatch, k, bits, nbytes)
+            self.records.arrived(microbatch, k, self.env.now)
             yield self.inboxes[k + 1].put((microbatch, bits))
 
     def _progress(self, until_s: float):

@@ -20,13 +20,12 @@ from quantpipe_core.plan import (
     LinkSpec,
     SourceSpec,
     StageSpec,
-    accuracy_function,
     build_specs,
     link_policy,
     notes,
     resolve,
-    run_record,
-    run_utility,
+    run_duration,
+    run_info,
 )
 from quantpipe_core.policy import FLOAT_BITS, Policy
 from quantpipe_core.results import RUN_FILES, Records, RunInfo, summary, write_results
@@ -61,30 +60,21 @@ def simulate(
     """Simulate `config`; `trace` goes on every link whose config names no trace of its own."""
     plan = resolve(config, trace)
     stages, links, source = build_specs(config, plan, sim_link_policy)
-    duration = config.run.duration_s or max((t.duration_s for t in plan.traces), default=0.0)
+    duration = run_duration(config, plan.traces)
     if not duration:
         raise ValueError("run.duration_s is 0 and there is no trace to take a duration from")
     check_run_size(source, duration, len(stages))
-    utility = run_utility(config, stages, links, source)
-    accuracy_of = accuracy_function(plan, config)
+    info = run_info(config, plan, stages, links, source, duration,
+                    trace_mbps=[t.mean_mbps for t in plan.traces])
     solution = None
     if config.policy.name == "optimal":
-        solution = solve_optimal(config, stages, links, source, duration, utility, accuracy_of)
+        assert info.utility is not None
+        solution = solve_optimal(config, stages, links, source, duration, info.utility,
+                                 info.accuracy_of)
     records = Pipeline(
         stages, links, source, allowed_bits=config.quant.allowed_bits,
         window=config.policy.window, on_progress=on_progress,
     ).run(duration)
-    info = RunInfo(
-        stages=len(stages),
-        items_per_microbatch=config.model.microbatch,
-        target_rate_items_per_s=source.target_rate_items_per_s,
-        duration_s=duration,
-        metrics_interval_s=config.run.metrics_interval_s,
-        accuracy_of=accuracy_of,
-        trace_mbps=[t.mean_mbps for t in plan.traces],
-        record=run_record(config, plan),
-        utility=utility,
-    )
     result = summary(records, info)
     result["notes"] = [*notes(config, plan), *result["notes"]]
     if solution is not None:

@@ -20,6 +20,8 @@ from quantpipe_core.quant import DEFAULT
 from quantpipe_core.results import Records, RunInfo, summary, timeline_rows
 from quantpipe_core.tasks import task_for
 
+pytestmark = pytest.mark.slow  # every test here runs real ranks in processes
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S = 60  # hard bound on one launch; a healthy run takes about 5 s
 WINDOW_COLUMNS = ["link", "window_index", "t_start_s", "t_end_s", "bits", "measured_mbps",
@@ -127,7 +129,6 @@ def test_a_text_model_and_a_users_policy_run_on_real_links(tmp_path):
 def test_an_image_model_without_labelled_data_gets_random_images_scored_by_nothing(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 
-    from quantpipe_core.runtime.stage import SinkMetric
     from quantpipe_core.tasks import RandomImages, inputs_for
 
     folder = tmp_path / "rgb-vit"
@@ -141,7 +142,7 @@ def test_an_image_model_without_labelled_data_gets_random_images_scored_by_nothi
     assert inputs.microbatches[0]["pixels"].shape == (4, 3, 16, 16)
     assert torch.equal(inputs.microbatches[1]["pixels"],
                        inputs_for(model, 4).microbatches[1]["pixels"])  # seeded
-    sink = SinkMetric(inputs)
+    sink = inputs.running_score()
     for k, microbatch in enumerate(inputs.microbatches):
         with torch.no_grad():
             sink.add(k, model(microbatch))
@@ -201,12 +202,10 @@ def ranks_running(out: Path) -> list[int]:
     return [p for p in pids if p != os.getpid()]
 
 
+@pytest.mark.root("a tbf-shaped veth between network namespaces")
 def test_rate_limited_link_lowers_the_bits(tmp_path):
     """A 5 Mbit/s tbf on a veth pair between two network namespaces: the quantpipe policy,
     from its own ack-timed measurements, drops from float32 and the target rate is met."""
-    from tests.conftest import require_root
-
-    require_root("a tbf-shaped veth between network namespaces")
     tag = f"qp{os.getpid() % 10000}"
     ns = [f"{tag}a", f"{tag}b"]
     dev = [f"{tag}va", f"{tag}vb"]

@@ -4,7 +4,7 @@ policies and the target rate, resolved by `quantpipe_core.plan` exactly as for t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,13 +15,14 @@ from quantpipe_core.plan import (
     Plan,
     SourceSpec,
     StageSpec,
-    accuracy_function,
     build_specs,
+    notes,
     resolve,
-    run_record,
-    run_utility,
+    run_info,
 )
 from quantpipe_core.results import RunInfo
+
+RUNTIME = "quantpipe_core.runtime (torch.distributed gloo)"  # in every run record it writes
 
 
 @dataclass
@@ -40,26 +41,20 @@ class RuntimePlan:
         return self.plan.cuts
 
     def run_info(
-        self, duration_s: float, trace_mbps: Sequence[Callable[[float, float], float]] | None = None
+        self,
+        duration_s: float,
+        trace_mbps: Sequence[Callable[[float, float], float]] | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> RunInfo:
         """What the summary needs; `trace_mbps` gives each link's mean capacity over a span, where
-        the links' rates are known (the emulator's replayed traces)."""
-        return RunInfo(
-            stages=len(self.stages),
-            items_per_microbatch=self.config.model.microbatch,
-            target_rate_items_per_s=self.source.target_rate_items_per_s,
-            duration_s=duration_s,
-            metrics_interval_s=self.config.run.metrics_interval_s,
-            accuracy_of=accuracy_function(self.plan, self.config),
-            trace_mbps=trace_mbps,
-            record=self.record(),
-            utility=run_utility(self.config, self.stages, self.links, self.source),
-        )
+        the links' rates are known (the emulator's replayed traces), and `record` what the
+        caller adds to the run record."""
+        return run_info(self.config, self.plan, self.stages, self.links, self.source, duration_s,
+                        trace_mbps=trace_mbps, record={"runtime": RUNTIME, **(record or {})})
 
-    def record(self) -> dict[str, Any]:
-        record = run_record(self.config, self.plan)
-        record["runtime"] = "quantpipe_core.runtime (torch.distributed gloo)"
-        return record
+    def notes(self) -> list[str]:
+        """The notes every summary of this config carries (`plan.notes`)."""
+        return notes(self.config, self.plan)
 
 
 def resolve_runtime(config: Config) -> RuntimePlan:

@@ -104,13 +104,11 @@ def write_merged(
     if not duration_s:
         ends = [*records.t_sink.values(), *records.stage_end.values()]
         duration_s = max(ends, default=0.0)
-    info = plan.run_info(duration_s, trace_mbps)
+    info = plan.run_info(duration_s, trace_mbps, record)
     result = summary(records, info)
     sink = next((r["sink"] for r in reports if r.get("sink")), None)
     result["measured_accuracy"] = sink["measured_accuracy"] if sink else None
-    notes = []
-    if plan.plan.accuracy is None:
-        notes.append(f"{plan.model.name} has no accuracy profile: expected_accuracy is null")
+    notes = plan.notes()
     if sink and sink["metric"] is None:
         notes.append(f"measured_accuracy is null: {sink['inputs']} random inputs, no labels")
     elif sink:
@@ -131,6 +129,5 @@ def write_merged(
         notes.append("the run ended on a fault; figures cover what was measured before it")
     result["notes"] = result["notes"] + notes + errors
     result["run"]["ranks_reported"] = sorted(r["rank"] for r in reports)
-    result["run"].update(record or {})
     write_results(out, records, info, result)
     return result
