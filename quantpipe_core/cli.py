@@ -180,3 +180,18 @@ def writable_out_dir(text: str) -> Path:
         return check_out_dir(Path(text))
     except OutError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options of a real run that a stage and the launcher both take."""
+    p.add_argument("--out", type=writable_out_dir, default=None,
+                   help="folder for the results (rank 0 writes the four files, every rank its "
+                   "rankR.json)")
+    p.add_argument("--timeout-s", type=positive_float, default=30.0,
+                   help="longest wait for any receive before the run ends with an error "
+                   "(default 30)")
+    p.add_argument("--duration", type=positive_float, default=None,
+                   help="seconds of input (default run.duration_s; 0 there = one pass of the "
+                   "data set)")
+    p.add_argument("--microbatches", type=positive_int, default=None,
+                   help="at most this many microbatches (loops over the data set if needed)")

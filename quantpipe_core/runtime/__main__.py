@@ -9,11 +9,9 @@ from pathlib import Path
 
 from quantpipe_core.cli import (
     ArgumentParser,
+    add_run_options,
     int_at_least,
     nonnegative_int,
-    positive_float,
-    positive_int,
-    writable_out_dir,
 )
 from quantpipe_core.config import ConfigError, load_config
 from quantpipe_core.runtime.auth import KEY_ENV, load_run_key
@@ -51,20 +49,6 @@ def port_number(text: str) -> int:
     if port > 65535:
         raise argparse.ArgumentTypeError(f"a port is at most 65535, got {port}")
     return port
-
-
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=writable_out_dir, default=None,
-                   help="folder for the results (rank 0 writes the four files, every rank its "
-                   "rankR.json)")
-    p.add_argument("--timeout-s", type=positive_float, default=30.0,
-                   help="longest wait for any receive before the run ends with an error "
-                   "(default 30)")
-    p.add_argument("--duration", type=positive_float, default=None,
-                   help="seconds of input (default run.duration_s; 0 there = one pass of the "
-                   "data set)")
-    p.add_argument("--microbatches", type=positive_int, default=None,
-                   help="at most this many microbatches (loops over the data set if needed)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,9 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from quantpipe_core.cli import ArgumentParser, check_out_dir
+from quantpipe_core.cli import ArgumentParser, add_run_options, check_out_dir
 from quantpipe_core.config import ConfigError, load_config
-from quantpipe_core.runtime.__main__ import add_run_options
 from quantpipe_core.runtime.auth import KEY_ENV, new_run_key
 from quantpipe_core.runtime.lifetime import PARENT_ENV
 from quantpipe_core.runtime.plan import resolve_runtime
