@@ -20,8 +20,9 @@ import networkx as nx
 from quantpipe_core.config import SIM_ONLY_POLICIES, Config
 from quantpipe_core.models import StagedModel, load_model
 from quantpipe_core.models.carry import carry_wire_size, link_bytes
+from quantpipe_core.names import FLOAT_BITS
 from quantpipe_core.partition import partition
-from quantpipe_core.policy import FLOAT_BITS, Policy, make_policy
+from quantpipe_core.policy import Policy, make_policy
 from quantpipe_core.profiles import (
     AccuracyProfile,
     ComputeProfile,

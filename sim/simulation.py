@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from quantpipe_core.config import Config
+from quantpipe_core.names import FLOAT_BITS
 from quantpipe_core.plan import (
     LinkSpec,
     SourceSpec,
@@ -27,7 +28,7 @@ from quantpipe_core.plan import (
     run_duration,
     run_info,
 )
-from quantpipe_core.policy import FLOAT_BITS, Policy
+from quantpipe_core.policy import Policy
 from quantpipe_core.results import RUN_FILES, Records, RunInfo, summary, write_results
 from quantpipe_core.trace import Trace
 from quantpipe_core.utility import Utility, log_value
