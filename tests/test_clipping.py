@@ -9,7 +9,7 @@ from conftest import gauss_activation, gelu_activation, laplace_activation
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quantpipe_core.quant import clip_range, decode, encode
+from quantpipe_core.quant import clip_range, decode, encode, grid
 from quantpipe_core.quant.aciq import (
     choose_distribution,
     gauss_alpha,
@@ -169,3 +169,21 @@ def test_histogram_estimate_tracks_the_exact_error(shape, bits):
     estimate = HistogramError(stats, bits).mse(lo, hi)
     exact = ExactError(stats, bits).mse(lo, hi)
     np.testing.assert_allclose(estimate, exact, rtol=0.1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    groups=st.sampled_from([1, 3]),
+    bits=st.integers(1, 16),
+    spread=st.sampled_from([1e-3, 1.0, 1e12]),  # squares summed in float32, as before
+)
+def test_exact_error_is_the_error_quantize_then_dequantize_carries(seed, groups, bits, spread):
+    gen = torch.Generator().manual_seed(seed)
+    x2d = torch.randn(groups, 257, generator=gen) * spread
+    lo, hi = grid.as_float32_range(
+        x2d.amin(dim=1).double().numpy() * 0.7, x2d.amax(dim=1).double().numpy() * 0.8
+    )
+    carried = grid.dequantize(grid.quantize(x2d, lo, hi, bits), lo, hi, bits) - x2d
+    expected = carried.double().square().sum(dim=1).numpy()
+    np.testing.assert_allclose(grid.squared_error(x2d, lo, hi, bits), expected, rtol=1e-5)

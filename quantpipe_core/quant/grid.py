@@ -57,6 +57,11 @@ def quantize(x2d: torch.Tensor, lo: np.ndarray, hi: np.ndarray, bits: int) -> to
     `lo` and `hi` are float32 arrays with one entry per group (see `as_float32_range`).
     Rounds half up: shifting by half a step and truncating costs one pass less than rounding.
     """
+    return _positions(x2d, lo, hi, bits).to(index_dtype(bits))
+
+
+def _positions(x2d: torch.Tensor, lo: np.ndarray, hi: np.ndarray, bits: int) -> torch.Tensor:
+    """Each value's grid position plus a half, clamped to [0, levels]: truncated, the index."""
     step = _steps(lo, hi, bits)
     inv = np.divide(1.0, step, out=np.zeros_like(step), where=step > 0)
     top = float(levels(bits))
@@ -70,7 +75,24 @@ def quantize(x2d: torch.Tensor, lo: np.ndarray, hi: np.ndarray, bits: int) -> to
         shift_t = torch.from_numpy(shift.astype(np.float32)).unsqueeze(1)
         scale = torch.from_numpy(inv.astype(np.float32)).unsqueeze(1)
         u = torch.sub(x2d, shift_t).mul_(scale)
-    return u.clamp_(0.0, top).to(index_dtype(bits))
+    return u.clamp_(0.0, top)
+
+
+def squared_error(x2d: torch.Tensor, lo: np.ndarray, hi: np.ndarray, bits: int) -> np.ndarray:
+    """Sum of squared errors of each group of `dequantize(quantize(x2d))`, value for value the
+    same arithmetic, without the index tensor: the cost of scoring a candidate range exactly."""
+    step = _steps(lo, hi, bits)
+    if _needs_float64(lo, hi, step):
+        err = dequantize(quantize(x2d, lo, hi, bits), lo, hi, bits).sub_(x2d)
+    elif x2d.shape[0] == 1:
+        err = _positions(x2d, lo, hi, bits).floor_().mul_(float(step[0])).add_(float(lo[0]))
+        err = err.sub_(x2d).reshape(-1)
+        return np.array([torch.dot(err, err).item()])
+    else:
+        step_t = torch.from_numpy(step.astype(np.float32)).unsqueeze(1)
+        lo_t = torch.from_numpy(lo.astype(np.float32)).unsqueeze(1)
+        err = _positions(x2d, lo, hi, bits).floor_().mul_(step_t).add_(lo_t).sub_(x2d)
+    return err.square_().sum(dim=1).double().numpy()
 
 
 def dequantize(q2d: torch.Tensor, lo: np.ndarray, hi: np.ndarray, bits: int) -> torch.Tensor:

@@ -49,9 +49,8 @@ def directed_search(
         active = step >= DS_MIN_STEP * width
         if not active.any():
             break
-        cand_lo = np.clip(lo + _MOVES[:, :1] * step, floor, ceiling)
-        cand_hi = np.clip(hi + _MOVES[:, 1:] * step, floor, ceiling)
-        cand_hi = np.maximum(cand_hi, cand_lo)
+        cand_lo = np.minimum(np.maximum(lo + _MOVES[:, :1] * step, floor), ceiling)
+        cand_hi = np.minimum(np.maximum(hi + _MOVES[:, 1:] * step, cand_lo), ceiling)
         scores = error.mse(cand_lo, cand_hi)
         pick = scores.argmin(axis=0)
         groups = np.arange(lo.shape[0])
