@@ -278,6 +278,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="inputs per microbatch, >= 1 (8)")
     parser.add_argument("--samples", type=positive_int, default=None,
                         help="score only the first N >= 1 inputs (default: all)")
+    parser.add_argument("--skip", type=nonnegative_int, default=0,
+                        help="leave out the first N inputs, e.g. those a codec was chosen on, "
+                        "to score on held-out ones (default 0)")
     parser.add_argument("--combine", type=name_list, default=[],
                         help="also quantize these cuts all at once (minmax, aciq, ds-aciq at "
                         "bits <= 4) and compare with the additive rule")
@@ -337,7 +340,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cuts = model.cut_ids if args.cuts == ["all"] else args.cuts
         for cut in [*cuts, *args.combine]:
             model.cut_index(cut)
-        task = task_for(model, args.microbatch, args.samples)
+        task = task_for(model, args.microbatch, args.samples, args.skip)
     except ValueError as error:
         return fail("evaluate", str(error))
     profile = evaluate(

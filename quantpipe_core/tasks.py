@@ -55,11 +55,12 @@ class DigitsTop1:
     metric = "top1"
     metrics = ("top1",)
 
-    def __init__(self, microbatch: int, samples: int | None = None) -> None:
+    def __init__(self, microbatch: int, samples: int | None = None, skip: int = 0) -> None:
         test = digits("test")
-        images, self.labels = test.images[:samples], test.labels[:samples]
+        chosen = _chosen(samples, skip)
+        images, self.labels = test.images[chosen], test.labels[chosen]
         self.microbatches = [{"pixels": chunk} for chunk in images.split(microbatch)]
-        self.data = f"{len(self.labels)} held-out images of scikit-learn's digits"
+        self.data = f"{len(self.labels)} held-out images of scikit-learn's digits{_after(skip)}"
 
     def scores(self, outputs: torch.Tensor) -> dict[str, np.ndarray]:
         return {"top1": (outputs.argmax(1) == self.labels).double().numpy()}
@@ -96,13 +97,18 @@ class SentenceFidelity:
     metric = "nn_agreement"
     metrics = ("nn_agreement", "cosine")
 
-    def __init__(self, model: StagedModel, microbatch: int, samples: int | None = None) -> None:
-        sentences = stdlib_sentences(samples)
+    def __init__(self, model: StagedModel, microbatch: int, samples: int | None = None,
+                 skip: int = 0) -> None:
+        sentences = stdlib_sentences()[_chosen(samples, skip)]
         tokenizer = SentenceTokenizer(model_dir(model.name))
         self.microbatches = [
             tokenizer(sentences[i : i + microbatch]) for i in range(0, len(sentences), microbatch)
         ]
-        self.data = f"{len(sentences)} first sentences of Python standard-library docstrings"
+        if not sentences or (samples is not None and len(sentences) < samples):
+            raise ValueError(f"asked for {samples or 'the'} sentences after the first {skip}; "
+                             f"the standard library gives {len(stdlib_sentences())}")
+        self.data = (f"{len(sentences)} first sentences of Python standard-library docstrings"
+                     f"{_after(skip)}")
         self.reference = run_all(model, self.microbatches)
         self.reference_neighbours = nearest_other(self.reference)
 
@@ -157,17 +163,34 @@ def takes_digits(model: StagedModel) -> bool:
     return (model.embed.channels, model.embed.image_size) == (1, 8)
 
 
-def task_for(model: StagedModel, microbatch: int, samples: int | None = None) -> Task:
-    """The task QuantPipe scores `model` on, with `microbatch` inputs per microbatch."""
+def _chosen(samples: int | None, skip: int) -> slice:
+    """The inputs scored: `samples` of them (all if None) after the first `skip`."""
+    return slice(skip, None if samples is None else skip + samples)
+
+
+def _after(skip: int) -> str:
+    """How a task's data names a held-out part: the inputs after the first `skip`."""
+    return f", after the first {skip}" if skip else ""
+
+
+def task_for(model: StagedModel, microbatch: int, samples: int | None = None,
+             skip: int = 0) -> Task:
+    """The task QuantPipe scores `model` on, with `microbatch` inputs per microbatch: `samples`
+    inputs (all if None) after the first `skip` (those a change was developed on, say)."""
     if model.kind == "embedding":
-        return SentenceFidelity(model, microbatch, samples)
+        return SentenceFidelity(model, microbatch, samples, skip)
     if not takes_digits(model):
         raise ValueError(
             f"{model.name}: QuantPipe measures image classifiers on scikit-learn's 8x8 grey "
             f"digits only; this model takes {model.embed.channels}-channel "
             f"{model.embed.image_size}x{model.embed.image_size} images"
         )
-    return DigitsTop1(microbatch, samples)
+    task = DigitsTop1(microbatch, samples, skip)
+    if not len(task.labels) or (samples is not None and len(task.labels) < samples):
+        raise ValueError(f"asked for {samples or 'the'} images after the first {skip}, "
+                         f"which leaves {len(task.labels)}: the held-out digits are "
+                         f"{len(digits('test').labels)}")
+    return task
 
 
 class RandomImages:

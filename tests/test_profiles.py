@@ -7,6 +7,7 @@ from itertools import pairwise
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -21,6 +22,7 @@ from quantpipe_core.profiles import (
 )
 from quantpipe_core.profiles.accuracy import SCHEMA, monotone
 from quantpipe_core.quant import DEFAULT
+from quantpipe_core.tasks import task_for
 
 
 def accuracy_profile(table: dict[str, float], float32: float = 0.97) -> AccuracyProfile:
@@ -284,3 +286,16 @@ def test_profile_can_keep_earlier_unit_times_and_time_only_the_codec(tmp_path, c
     assert profile.main([*args, "--threads", "2", "--units-from", str(earlier),
                          "--out", str(tmp_path / "c")]) == 2
     assert "no unit times for 2 threads" in capsys.readouterr().err
+
+
+def test_skip_scores_only_the_inputs_after_those_left_out(capsys):
+    model = load_model("digits-vit")
+    whole = task_for(model, 8, samples=24)
+    held_out = task_for(model, 8, samples=8, skip=16)
+    assert torch.equal(held_out.labels, whole.labels[16:24])
+    assert "after the first 16" in held_out.data
+    with pytest.raises(ValueError, match="which leaves 0"):
+        task_for(model, 8, skip=10_000)
+    with pytest.raises(SystemExit) as refused:
+        evaluate.main(["--model", "digits-vit", "--skip", "-1"])
+    assert refused.value.code == 2 and "--skip" in capsys.readouterr().err
