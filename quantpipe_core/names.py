@@ -27,6 +27,7 @@ CLIP_METHODS = {
 }
 TRANSFORMS = ("none", "hadamard")  # a transform's index is its code in the packet header
 GRANULARITIES = ("tensor", "token", "auto")
+AUTO = "auto"  # outliers: the channels that fit in the payload's side budget (quant.scheme)
 BUILTIN_MODELS = ("digits-vit", "minilm", "vit-base")
 TRACE_FORMATS = ("auto", *FORMATS)  # "auto": detected from the file
 
@@ -60,3 +61,10 @@ def check_registry(kind: str, registered: Iterable[str], names: Iterable[str]) -
             f"{kind}: registered {list(registered)} but quantpipe_core.names declares "
             f"{list(names)}; add the new name to both"
         )
+
+
+def codec_label(method: str, transform: str, granularity: str, outliers: int | str) -> str:
+    """A codec's label, ``method/transform/granularity[/oK]`` (`quant.Codec`): the outlier count
+    is named when it is a number, except none with a fixed granularity, where it is the rule."""
+    named = outliers != AUTO and (outliers or granularity == AUTO)
+    return f"{method}/{transform}/{granularity}" + (f"/o{outliers}" if named else "")

@@ -102,7 +102,7 @@ def test_the_defaults_are_the_documented_ones():
     assert (cfg.model.cuts, cfg.model.partition) == ((), "manual")
     assert (cfg.quant.clip, cfg.quant.transform, cfg.quant.granularity) == (
         "ds-aciq", "hadamard", "auto")
-    assert (cfg.quant.outliers, cfg.quant.codec) == (0, "ds-aciq/hadamard/auto")
+    assert (cfg.quant.outliers, cfg.quant.codec) == ("auto", "ds-aciq/hadamard/auto")
     assert cfg.quant.allowed_bits == (2, 3, 4, 6, 8, 16)
     assert (cfg.policy.name, cfg.policy.window, cfg.policy.params) == ("quantpipe", 8, {})
     assert (cfg.source.mode, cfg.source.target_rate, cfg.source.max_in_flight) == (

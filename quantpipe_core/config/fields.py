@@ -134,15 +134,20 @@ class Share:
         return share
 
 
+@dataclass(frozen=True)
 class Auto:
-    """A number > 0, or "auto" for the code that knows the model to work out."""
+    """A value of another kind (a number > 0 unless told), or "auto" for the code that knows the
+    model to work out."""
 
-    def read(self, value: Any, where: Where) -> float | str:
+    kind: Kind = Number(zero_ok=False)  # what a value other than "auto" must be
+    wanted: str = "a number > 0"  # how the error names it
+
+    def read(self, value: Any, where: Where) -> Any:
         if value == "auto":
             return "auto"
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise where.error(f'expected a number > 0 or "auto", got {describe(value)}')
-        return Number(zero_ok=False).read(value, where)
+            raise where.error(f'expected {self.wanted} or "auto", got {describe(value)}')
+        return self.kind.read(value, where)
 
 
 class Bits:

@@ -34,6 +34,7 @@ from quantpipe_core.names import (
     TRACE_FORMATS,
     TRANSFORMS,
     bits_rule,
+    codec_label,
 )
 from quantpipe_core.policy import BUILT_IN
 
@@ -77,8 +78,10 @@ class QuantConfig:
         'one clip range per "tensor", per "token", or "auto" (per token where the ranges add '
         "at most 10 % to the payload)"
     )))
-    outliers: int = field(default=0, metadata=spec(Integer(0), (
-        "channels of largest magnitude sent apart at 16 bits, per tensor; 0: none"
+    outliers: int | str = field(default="auto", metadata=spec(Auto(Integer(0), "an integer >= 0"), (
+        "channels of largest magnitude sent apart at 16 bits, per tensor; \"auto\": with "
+        "granularity \"auto\", as many as fit in what the ranges leave of 10 % of the payload "
+        "(none with a fixed granularity); 0: none"
     )))
     allowed_bits: tuple[int, ...] = field(default=(2, 3, 4, 6, 8, 16), metadata=spec(Bits(), (
         f"bitwidths a policy may pick, each {bits_rule(allow_float=True)}, distinct; sorted on "
@@ -90,8 +93,7 @@ class QuantConfig:
     def codec(self) -> str:
         """The codec label (`quantpipe_core.quant.Codec`) these options name; profiles are keyed
         by it."""
-        tail = f"/o{self.outliers}" if self.outliers else ""
-        return f"{self.clip}/{self.transform}/{self.granularity}{tail}"
+        return codec_label(self.clip, self.transform, self.granularity, self.outliers)
 
 
 @dataclass(frozen=True)

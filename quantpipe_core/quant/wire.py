@@ -51,6 +51,7 @@ from quantpipe_core.quant.observe import GroupStats
 from quantpipe_core.quant.scheme import (
     OUTLIER_BITS,
     Codec,
+    max_outliers,
     outlier_count,
     resolve_granularity,
 )
@@ -140,7 +141,7 @@ def _layout(shape: Sequence[int], bits: int, codec: Codec, dtype: torch.dtype) -
     if bits == FLOAT_BITS:
         return Layout(VERSION, dtype, bits, "tensor", shape, "none", 0, 0)
     return Layout(VERSION, dtype, bits, granularity, shape, codec.transform, codec.seed,
-                  outlier_count(shape, codec.outliers))
+                  outlier_count(shape, bits, codec))
 
 
 def wire_size(shape: Sequence[int], bits: int, **options: object) -> int:
@@ -376,7 +377,7 @@ def _parse_layout(view: memoryview) -> Layout | None:
                     TRANSFORMS[transform_code], seed, outliers)
     if layout.granularity == "token" and ndim == 0:
         return None
-    if outliers != outlier_count(shape, outliers) or (
+    if outliers > max_outliers(shape) or (
         version == VERSION and bits == FLOAT_BITS and (outliers or transform_code or gran_code)
     ):
         return None
