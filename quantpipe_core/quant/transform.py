@@ -93,11 +93,16 @@ def _walsh_hadamard(x: torch.Tensor) -> torch.Tensor:
     return torch.matmul(y.reshape(-1, last.shape[0]), last).reshape(x.shape)
 
 
-def rotate(x: torch.Tensor, seed: int) -> torch.Tensor:
-    """`x` (float32) rotated along its last dimension: H (D x)."""
+def rotate(x: torch.Tensor, seed: int, zeroed: torch.Tensor | None = None) -> torch.Tensor:
+    """`x` (float32) rotated along its last dimension: H (D x). The channels `zeroed` (indices
+    of the last dimension) count as zeros: their signs are zero, which costs no extra pass."""
     if x.dim() == 0 or x.numel() == 0:  # nothing to rotate: no signs for a huge empty dimension
         return x.clone()
-    return _walsh_hadamard(x * signs(x.shape[-1], seed))
+    d = signs(x.shape[-1], seed)
+    if zeroed is not None and zeroed.numel():
+        d = d.clone()
+        d[zeroed] = 0.0
+    return _walsh_hadamard(x * d)
 
 
 def unrotate(y: torch.Tensor, seed: int) -> torch.Tensor:

@@ -172,14 +172,15 @@ def encode(x: torch.Tensor, bits: int, method: str = "ds-aciq", **options: objec
         observe(x32.reshape(1, -1), 1)  # refuses NaN and Inf, as every bitwidth does
         return _sealed([_header(layout), x32.numpy().tobytes()])
     channels = apart_range = apart_payload = b""
+    indices = None
     if layout.outliers:
-        indices, values, x32 = _split_outliers(x32, layout.outliers)
-        apart_stats = observe(values.reshape(1, -1), layout.outliers)
+        indices = _outlier_channels(x32, layout.outliers)
+        apart_stats = observe(x32[:, indices].reshape(1, -1), layout.outliers)
         lo, hi = grid.as_float32_range(apart_stats.min, apart_stats.max)
-        channels = indices.astype("<u4").tobytes()
+        channels = indices.numpy().astype("<u4").tobytes()
         apart_range = np.stack([lo, hi], axis=1).astype("<f4").tobytes()
         apart_payload = packing.pack(apart_stats.quantize(lo, hi, OUTLIER_BITS), OUTLIER_BITS)
-    layout, stats = _grid_stats(x32, layout)
+    layout, stats = _grid_stats(x32, layout, indices)
     lo, hi = group_ranges(stats, bits, clip_method(codec.method, dist=codec.dist, pct=codec.pct))
     return _sealed([_header(layout), channels, np.stack([lo, hi], axis=1).astype("<f4").tobytes(),
                     apart_range, packing.pack(stats.quantize(lo, hi, bits), bits),
@@ -201,16 +202,21 @@ def _sealed(parts: list[bytes]) -> bytes:
     return packet + _CRC.pack(zlib.crc32(packet))
 
 
-def _grid_stats(x32: torch.Tensor, layout: Layout) -> tuple[Layout, GroupStats]:
-    """Statistics of the `(rows, channels)` tensor the grid is laid on, and the layout that says
-    which: rotated if the layout asks for it and its values fit the rotation both ways
-    (`fits_rotation`; values near float32's limit do not), else as it is."""
+def _grid_stats(x32: torch.Tensor, layout: Layout,
+                outliers: torch.Tensor | None) -> tuple[Layout, GroupStats]:
+    """Statistics of the `(rows, channels)` tensor the grid is laid on, the `outliers` channels
+    zeroed, and the layout that says which: rotated if the layout asks for it and its values fit
+    the rotation both ways (`fits_rotation`; values near float32's limit do not), else as it
+    is."""
     if layout.transform == "hadamard":
-        rotated = as_groups(rotate(x32, layout.seed), layout.granularity)
+        rotated = as_groups(rotate(x32, layout.seed, outliers), layout.granularity)
         stats = GroupStats(rotated, layout.channels)
         if not rotated.numel() or fits_rotation(_reach(stats.min, stats.max), layout.channels):
             return layout, stats
         layout = replace(layout, transform="none")
+    if outliers is not None:
+        x32 = x32.clone()
+        x32[:, outliers] = 0.0
     return layout, observe(as_groups(x32, layout.granularity), layout.channels)
 
 
@@ -219,17 +225,11 @@ def _reach(lo: np.ndarray, hi: np.ndarray) -> float:
     return float(np.maximum(np.abs(lo), np.abs(hi)).max())
 
 
-def _split_outliers(
-    x32: torch.Tensor, count: int
-) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
-    """(increasing indices of the `count` largest-magnitude channels, their values, the rest with
-    those channels zeroed) of a `(rows, channels)` tensor."""
-    peak = x32.abs().amax(dim=0)
-    channels = torch.sort(torch.topk(peak, count).indices).values
-    values = x32[:, channels].contiguous()
-    rest = x32.clone()
-    rest[:, channels] = 0.0
-    return channels.numpy(), values, rest
+def _outlier_channels(x32: torch.Tensor, count: int) -> torch.Tensor:
+    """Increasing indices of the `count` largest-magnitude channels of a `(rows, channels)`
+    tensor (two reductions, no copy of the tensor)."""
+    peak = torch.maximum(x32.amax(dim=0), x32.amin(dim=0).neg_())
+    return torch.sort(torch.topk(peak, count).indices).values
 
 
 def decode(data: bytes | bytearray | memoryview) -> torch.Tensor:
