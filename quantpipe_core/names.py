@@ -28,6 +28,9 @@ CLIP_METHODS = {
 TRANSFORMS = ("none", "hadamard")  # a transform's index is its code in the packet header
 GRANULARITIES = ("tensor", "token", "auto")
 AUTO = "auto"  # outliers: the channels that fit in the payload's side budget (quant.scheme)
+# the default codec scheme, the one that measured best on the models' outputs (quant.Codec)
+CODEC_DEFAULTS = {"method": "ds-aciq", "transform": "hadamard", "granularity": AUTO,
+                  "outliers": AUTO}
 BUILTIN_MODELS = ("digits-vit", "minilm", "vit-base")
 TRACE_FORMATS = ("auto", *FORMATS)  # "auto": detected from the file
 
@@ -61,6 +64,36 @@ def check_registry(kind: str, registered: Iterable[str], names: Iterable[str]) -
             f"{kind}: registered {list(registered)} but quantpipe_core.names declares "
             f"{list(names)}; add the new name to both"
         )
+
+
+def codec_parts(label: str) -> dict[str, object]:
+    """The options a codec label ``method[/transform[/granularity]][/oK]`` names (`quant.Codec`);
+    those it leaves out are not in the result. A ValueError for a label of the wrong shape; the
+    values themselves are checked by `quant.Codec` and by the config."""
+    if not isinstance(label, str) or not label:
+        raise ValueError(f"a codec label is a string like 'ds-aciq/hadamard/auto', got {label!r}")
+    parts = label.split("/")
+    options: dict[str, object] = {}
+    if parts[-1].startswith("o") and parts[-1][1:].isdecimal() and len(parts) > 1:
+        options["outliers"] = int(parts.pop()[1:])
+    if len(parts) > 3:
+        raise ValueError(f"codec label {label!r} has too many parts; "
+                         "write method/transform/granularity[/oK]")
+    options.update(zip(("method", "transform", "granularity"), parts, strict=False))
+    return options
+
+
+def canonical_codec_label(label: str) -> str:
+    """The full label of a possibly shorter one (`codec_parts`), each part checked; the form
+    profiles are keyed by. A ValueError names a part that is not allowed."""
+    parts = {**CODEC_DEFAULTS, **codec_parts(label)}
+    for option, allowed in (("clipping method", CLIP_METHODS), ("transform", TRANSFORMS),
+                            ("granularity", GRANULARITIES)):
+        value = parts[{"clipping method": "method"}.get(option, option)]
+        if value not in allowed:
+            raise ValueError(f"unknown {option} {value!r} in codec label {label!r}; choose one "
+                             f"of {', '.join(allowed)}")
+    return codec_label(**parts)
 
 
 def codec_label(method: str, transform: str, granularity: str, outliers: int | str) -> str:

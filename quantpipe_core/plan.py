@@ -218,7 +218,7 @@ def build_specs(
     simulator passes one that also knows the oracle).
     """
     make_policy_for = make_policy_for or link_policy
-    model, mb, codec = plan.model, config.model.microbatch, config.quant.codec
+    model, mb = plan.model, config.model.microbatch
     indices = [model.cut_index(c) for c in plan.cuts]
     bounds = [0, *(i + 1 for i in indices), len(model.unit_names)]
     bits = sorted({*config.quant.allowed_bits, FLOAT_BITS})
@@ -230,14 +230,14 @@ def build_specs(
         in_cut = plan.cuts[k - 1] if k > 0 else None
         stages.append(StageSpec(
             compute_s=profile.stage_s(units, mb, threads),
-            encode_s={b: profile.encode_s(out_cut, codec, b, mb, threads)
+            encode_s={b: profile.encode_s(out_cut, config.link_codec(k), b, mb, threads)
                       for b in bits} if out_cut else {},
-            decode_s={b: profile.decode_s(in_cut, codec, b, mb, threads)
+            decode_s={b: profile.decode_s(in_cut, config.link_codec(k - 1), b, mb, threads)
                       for b in bits} if in_cut else {},
         ))
     links = []
     for k, cut in enumerate(plan.cuts):
-        specs = model.carry_specs(cut, mb, config.model.tokens)
+        specs, codec = model.carry_specs(cut, mb, config.model.tokens), config.link_codec(k)
         links.append(LinkSpec(
             trace=plan.traces[k] if plan.traces else None,
             packet_bytes={b: carry_wire_size(specs, b, codec)
@@ -312,10 +312,11 @@ def compute_path(config: Config, stages: Sequence[StageSpec], links: Sequence[Li
 def accuracy_function(plan: Plan, config: Config) -> Callable[[Sequence[int]], float | None] | None:
     if plan.accuracy is None:
         return None
-    profile, cuts, codec = plan.accuracy, plan.cuts, config.quant.codec
+    profile, cuts = plan.accuracy, plan.cuts
+    codecs = {cut: config.link_codec(k) for k, cut in enumerate(cuts)}
 
     def accuracy_of(bits: Sequence[int]) -> float | None:
-        return profile.combined(dict(zip(cuts, bits, strict=True)), codec)
+        return profile.combined(dict(zip(cuts, bits, strict=True)), codecs)
 
     return accuracy_of
 

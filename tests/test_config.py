@@ -285,7 +285,8 @@ def test_an_unknown_name_gets_the_closest_known_one(tmp_path):
                                  "[[links]]\n[[links]]\nscal = 30\n")
     assert message == (
         f"{tmp_path / 'run.toml'}: links[1].scal: unknown field 'scal'; did you mean 'scale'? "
-        "(known: trace, format, scale, bin_s, end, floor_mbps, latency_s, payload_share)"
+        "(known: trace, format, scale, bin_s, end, floor_mbps, latency_s, codec, "
+        "payload_share)"
     )
 
 

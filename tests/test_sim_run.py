@@ -220,3 +220,47 @@ def test_outside_the_simulator_every_sim_only_policy_is_refused_in_one_wording(p
     with pytest.raises(ValueError, match=wording):
         link_policy(load_config().replace(**{"policy.name": policy}), None)
     check_real_link_policy("quantpipe")  # a policy that needs no future passes
+
+
+def test_each_link_sends_with_its_own_codec_or_the_runs(tmp_path, step_trace):
+    from quantpipe_core.models.carry import carry_wire_size
+    from quantpipe_core.plan import build_specs, resolve
+
+    config = tmp_path / "links.toml"
+    config.write_text(textwrap.dedent("""
+        [model]
+        name = "digits-vit"
+        cuts = ["block0.out", "block2.out"]
+        [quant]
+        clip = "aciq"
+        [[devices]]
+        name = "a"
+        [[devices]]
+        name = "b"
+        [[devices]]
+        name = "c"
+        [[links]]
+        codec = "minmax/none/tensor"
+        [[links]]
+    """))
+    cfg = load_config(config)
+    assert [cfg.link_codec(k) for k in (0, 1)] == ["minmax/none/tensor", "aciq/hadamard/auto"]
+    plan = resolve(cfg, step_trace)
+    stages, links, _ = build_specs(cfg, plan)
+    for link, cut, codec in zip(links, plan.cuts, ("minmax/none/tensor", "aciq/hadamard/auto"),
+                                strict=True):
+        specs = plan.model.carry_specs(cut, cfg.model.microbatch, cfg.model.tokens)
+        assert link.packet_bytes[2] == carry_wire_size(specs, 2, codec)
+        assert link.accuracy_by_bits[2] == plan.accuracy.value(cut, codec, 2)
+    profile = plan.profiles[1]
+    assert stages[1].decode_s[2] == profile.decode_s("block0.out", "minmax/none/tensor", 2, 8)
+    assert stages[1].encode_s[2] == profile.encode_s("block2.out", "aciq/hadamard/auto", 2, 8)
+
+
+def test_a_links_codec_label_is_checked_and_completed(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('[[links]]\ncodec = "aciq/fft"\n')
+    with pytest.raises(ValueError, match=r"links\[0\]\.codec.*unknown transform 'fft'"):
+        load_config(path)
+    path.write_text('[[links]]\ncodec = "minmax"\n')
+    assert load_config(path).links[0].codec == "minmax/hadamard/auto"

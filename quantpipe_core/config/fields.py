@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from quantpipe_core.cli import ECHO_CHARS, cut, echo
-from quantpipe_core.names import BUILTIN_MODELS, FLOAT_BITS, bits_rule, is_bits
+from quantpipe_core.names import (
+    BUILTIN_MODELS,
+    FLOAT_BITS,
+    bits_rule,
+    canonical_codec_label,
+    is_bits,
+)
 from quantpipe_core.policy import BUILT_IN
 
 SIM_ONLY_POLICIES = ("oracle", "optimal")  # they read the trace's future: the simulator only
@@ -104,6 +110,20 @@ class Choice:
                 f"{echo(text)} is not one of {known}{did_you_mean(text, self.options)}"
             )
         return text
+
+
+class CodecLabel:
+    """A codec label (`quant.Codec`), stored in full (``aciq`` becomes
+    ``aciq/hadamard/auto``); "" stays "" (the code that reads it takes another)."""
+
+    def read(self, value: Any, where: Where) -> str:
+        text = _string(value, where)
+        if not text:
+            return ""
+        try:
+            return canonical_codec_label(text)
+        except ValueError as error:
+            raise where.error(str(error)) from None
 
 
 class Name:

@@ -15,6 +15,7 @@ from quantpipe_core.config.fields import (
     Auto,
     Bits,
     Choice,
+    CodecLabel,
     Cuts,
     FilePath,
     Integer,
@@ -30,6 +31,7 @@ from quantpipe_core.config.fields import (
 )
 from quantpipe_core.names import (
     CLIP_METHODS,
+    CODEC_DEFAULTS,
     GRANULARITIES,
     TRACE_FORMATS,
     TRANSFORMS,
@@ -67,18 +69,20 @@ class ModelConfig:
 class QuantConfig:
     """How activations are compressed on the links."""
 
-    clip: str = field(default="ds-aciq", metadata=spec(Choice(tuple(CLIP_METHODS)), (
+    clip: str = field(default=CODEC_DEFAULTS["method"], metadata=spec(Choice(tuple(CLIP_METHODS)), (
         f"clipping method: {', '.join(CLIP_METHODS)}"
     )))
-    transform: str = field(default="hadamard", metadata=spec(Choice(TRANSFORMS), (
+    transform: str = field(default=CODEC_DEFAULTS["transform"], metadata=spec(Choice(TRANSFORMS), (
         '"hadamard" rotates the hidden dimension before clipping (spreads outlier channels), '
         '"none" sends it as it is'
     )))
-    granularity: str = field(default="auto", metadata=spec(Choice(GRANULARITIES), (
+    granularity: str = field(default=CODEC_DEFAULTS["granularity"], metadata=spec(
+        Choice(GRANULARITIES), (
         'one clip range per "tensor", per "token", or "auto" (per token where the ranges add '
         "at most 10 % to the payload)"
     )))
-    outliers: int | str = field(default="auto", metadata=spec(Auto(Integer(0), "an integer >= 0"), (
+    outliers: int | str = field(default=CODEC_DEFAULTS["outliers"], metadata=spec(
+        Auto(Integer(0), "an integer >= 0"), (
         "channels of largest magnitude sent apart at 16 bits, per tensor; \"auto\": with "
         "granularity \"auto\", as many as fit in what the ranges leave of 10 % of the payload "
         "(none with a fixed granularity); 0: none"
@@ -174,6 +178,10 @@ class LinkConfig:
     latency_s: float = field(default=0.0, metadata=spec(Number(zero_ok=True), (
         "seconds of fixed latency per transfer, >= 0"
     )))
+    codec: str = field(default="", metadata=spec(CodecLabel(), (
+        'this link\'s codec scheme as a label (e.g. "aciq/none/tensor", see [quant]); empty: '
+        "[quant]'s, with which the partitioner sizes every link"
+    )))
     payload_share: float = field(default=1.0, metadata=spec(Share(), (
         "share of the trace's rate that carries packet bytes, in (0, 1]; the rest is protocol "
         "headers (TCP over Ethernet: 0.956); simulator only, a real link has its own"
@@ -253,6 +261,10 @@ class Config:
     links: tuple[LinkConfig, ...]
     run: RunConfig
     utility: UtilityConfig
+
+    def link_codec(self, link: int) -> str:
+        """The codec label link `link` sends with: its own, or [quant]'s."""
+        return self.links[link].codec or self.quant.codec
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (TOML and JSON types only) that `config_from_dict` reads back to this."""

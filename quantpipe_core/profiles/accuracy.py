@@ -89,13 +89,16 @@ class AccuracyProfile:
         return float(np.interp(bits, measured_bits, values))
 
     def combined(
-        self, bits_at_cut: Mapping[str, int], method: str, metric: str | None = None
+        self, bits_at_cut: Mapping[str, int], method: str | Mapping[str, str],
+        metric: str | None = None,
     ) -> float | None:
-        """The metric with every cut in `bits_at_cut` quantized: float32 minus the summed drops."""
+        """The metric with every cut in `bits_at_cut` quantized with `method` (a codec label, or
+        one per cut): float32 minus the summed drops."""
         reference = self.float32(metric)
         total = reference
         for cut, bits in bits_at_cut.items():
-            value = self.value(cut, method, bits, metric)
+            value = self.value(cut, method if isinstance(method, str) else method[cut], bits,
+                               metric)
             if value is None:
                 return None
             total -= reference - value

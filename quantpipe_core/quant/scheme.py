@@ -29,7 +29,14 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from quantpipe_core.names import AUTO, GRANULARITIES, TRANSFORMS, codec_label
+from quantpipe_core.names import (
+    AUTO,
+    CODEC_DEFAULTS,
+    GRANULARITIES,
+    TRANSFORMS,
+    codec_label,
+    codec_parts,
+)
 from quantpipe_core.quant.aciq import DISTRIBUTIONS
 from quantpipe_core.quant.clipping import METHODS, check_dist_pct
 
@@ -50,10 +57,10 @@ class Codec:
     """The options of one codec scheme; the defaults are the scheme that measured best on the
     models' outputs (docs/quantization.md)."""
 
-    method: str = "ds-aciq"
-    transform: str = "hadamard"
-    granularity: str = "auto"
-    outliers: int | str = AUTO
+    method: str = CODEC_DEFAULTS["method"]
+    transform: str = CODEC_DEFAULTS["transform"]
+    granularity: str = CODEC_DEFAULTS["granularity"]
+    outliers: int | str = CODEC_DEFAULTS["outliers"]
     seed: int = 0
     dist: str = "auto"
     pct: float = 99.99
@@ -81,19 +88,7 @@ class Codec:
         """The scheme a label names (see the module docstring); a `Codec` is returned as it is."""
         if isinstance(label, Codec):
             return label
-        if not isinstance(label, str) or not label:
-            raise ValueError(f"a codec label is a string like 'ds-aciq/hadamard/auto', "
-                             f"got {label!r}")
-        parts = label.split("/")
-        options: dict[str, object] = {}
-        if parts[-1].startswith("o") and parts[-1][1:].isdecimal() and len(parts) > 1:
-            options["outliers"] = int(parts.pop()[1:])
-        if len(parts) > 3:
-            raise ValueError(f"codec label {label!r} has too many parts; "
-                             "write method/transform/granularity[/oK]")
-        for name, value in zip(("method", "transform", "granularity"), parts, strict=False):
-            options[name] = value
-        return cls(**options)
+        return cls(**codec_parts(label))
 
     @property
     def label(self) -> str:

@@ -135,7 +135,7 @@ class StageDriver:
         self.check_pace(microbatch, clock() - start)
         if self.fault.on("rename", microbatch):
             out = {f"x{name}": tensor for name, tensor in out.items()}  # testing aid
-        frame = bytearray(encode_carry(out, bits, self.plan.config.quant.codec))
+        frame = bytearray(encode_carry(out, bits, self.plan.config.link_codec(self.rank)))
         if self.fault.on("corrupt", microbatch):
             frame[len(frame) // 2] ^= 0xFF  # testing aid: one flipped byte on the wire
         self.records.finished(microbatch, self.rank, clock())
