@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from quantpipe_core.cli import ArgumentParser, bits_list, codec_list, int_list, writable_out_dir
 from quantpipe_core.datasets import digits, stdlib_sentences
+from quantpipe_core.heap import keep_large_allocations
 from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_model, model_dir
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.names import bits_rule
@@ -204,6 +205,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_large_allocations()  # as every rank does, so the codec is timed as it runs
     try:
         model = load_model(args.model)
         units_from = None if args.units_from is None else earlier_units(

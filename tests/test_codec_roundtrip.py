@@ -41,7 +41,7 @@ codecs = st.builds(
     method=st.sampled_from(METHODS),
     transform=st.sampled_from(TRANSFORMS),
     granularity=granularities,
-    outliers=st.integers(0, 3),
+    outliers=st.one_of(st.integers(0, 3), st.just("auto")),
     seed=st.integers(0, 2**32 - 1),
 )
 cases = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -135,6 +135,29 @@ def test_auto_granularity_takes_per_token_ranges_where_they_cost_at_most_a_tenth
     # 64 channels x 2 bits = 16 bytes: a range a token would add half; one range instead
     assert not read_packet(encode(torch.randn(4, 64), 2))["token"]
     assert read_packet(encode(torch.randn(4, 64), 10))["token"]
+
+
+@given(shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=2000),
+       bits=bitwidths)
+def test_auto_options_add_at_most_a_tenth_of_the_payload(shape, bits):
+    """Per-token ranges and budgeted outlier channels together: the bytes the default adds to
+    one range for the tensor stay within a tenth of the payload (and version 2's header)."""
+    plain = wire_size(shape, bits, transform="none", granularity="tensor")
+    payload = packing.payload_size(math.prod(shape), bits)
+    assert wire_size(shape, bits) - plain <= 0.10 * payload + 1
+
+
+def test_the_budget_sends_outlier_channels_where_the_ranges_leave_room():
+    x = torch.randn(8, 32, 384)
+    x[..., 11] *= 40.0
+    assert len(read_packet(encode(x, 2))["channels"]) == 0  # token ranges take the tenth
+    three_bits = read_packet(encode(x, 3))
+    assert len(three_bits["channels"]) == 3 and 11 in three_bits["channels"]
+    assert len(read_packet(encode(x, 4))["channels"]) == 5
+    assert len(read_packet(encode(x, 16))["channels"]) == 0  # no finer than the rest
+    assert len(read_packet(encode(x, 3, granularity="tensor"))["channels"]) == 0
+    assert Codec.parse("ds-aciq/hadamard/auto/o0").label == "ds-aciq/hadamard/auto/o0"
+    assert Codec.parse("ds-aciq/none/tensor/o0").label == "ds-aciq/none/tensor"
 
 
 def test_outlier_channels_are_the_largest_and_travel_at_16_bits():
