@@ -313,8 +313,18 @@ def merge(profiles: Sequence[dict[str, Any]]) -> dict[str, Any]:
                     merged[table].setdefault(metric, {}).setdefault(cut, {}).update(codecs)
         merged["differences"] += profile["differences"]
         merged["combined"] += profile["combined"]
+    merged["differences"] = _last_of_each(merged["differences"], ("cut", "bits", "codec", "versus"))
+    merged["combined"] = _last_of_each(merged["combined"], ("cuts", "method", "bits"))
     merged["command"] = " && ".join(p["command"] for p in profiles if "command" in p)
     return merged
+
+
+def _last_of_each(rows: list[dict[str, Any]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """`rows` with one row per value of `keys` (runs that measured a case twice: the later)."""
+    kept: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        kept[json.dumps([row[key] for key in keys])] = row
+    return list(kept.values())
 
 
 def write_profile(profile: dict[str, Any], out: Path) -> None:

@@ -261,6 +261,9 @@ def test_profiles_of_parallel_runs_merge_into_one(tmp_path, capsys):
     merged = AccuracyProfile.from_file(tmp_path / "all" / "digits-vit.json")
     assert set(merged.cuts()) == {"embed", "block0.out"}
     assert {row["cut"] for row in merged.data["differences"]} == {"embed", "block0.out"}
+    assert evaluate.main(["--merge", *parts, parts[0], "--out", str(tmp_path / "twice")]) == 0
+    twice = AccuracyProfile.from_file(tmp_path / "twice" / "digits-vit.json")
+    assert len(twice.data["differences"]) == len(merged.data["differences"])  # no case twice
     other = evaluate.main([*common[:-4], "--samples", "16", "--resamples", "10", "--cuts",
                            "embed", "--out", str(tmp_path / "small")])
     assert other == 0
