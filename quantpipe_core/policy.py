@@ -18,6 +18,8 @@ Built in (`make_policy(name, **params)`; ``"module:Class"`` loads a user's class
   accuracy profile's value while keeping the send queue from growing, with a penalty per switch.
 - ``planner``: stochastic MPC on the run's own utility (`quantpipe_core.utility`): dynamic
   programming over bitwidth plans on the link's backlog, under several forecast-error scenarios.
+- ``fugu``: the planner with a learned forecast (`LearnedForecast`) as its scenario generator.
+- ``bola``: BOLA's buffer-based Lyapunov rule on the sender's backlog alone, no rate forecast.
 
 Policies that know the future trace (``oracle``, ``optimal``) live in the simulator only.
 """
@@ -26,10 +28,13 @@ from __future__ import annotations
 
 import importlib
 import itertools
+import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -39,6 +44,7 @@ from quantpipe_core.names import FLOAT_BITS, bits_rule, is_bits
 from quantpipe_core.utility import Utility, log_value
 
 TIE = 1e-6  # planner scores closer than this per microbatch are a tie (profiles often have them)
+LEARNED_FORECAST = Path(__file__).with_name("forecast.json")  # scripts/train_forecast.py
 
 
 @dataclass(frozen=True)
@@ -339,6 +345,9 @@ class PlannerPolicy:
     smallest is taken. Without an accuracy profile bits are valued by the utility's log2 rule;
     without a utility (a bare observation) the SLO is the compute path plus one window, with
     weights 1.
+    ``predictor = "learned"`` (or the path of a JSON file that scripts/train_forecast.py
+    wrote) replaces the forecast and its error ratios by a `LearnedForecast`: its quantiles of
+    the next window's rate are the scenarios, and ``history``, ``errors`` and ``prior`` are unused.
     """
 
     horizon: int = 5
@@ -350,8 +359,10 @@ class PlannerPolicy:
     risk: float = 1.0  # share of scenarios, the worst ones, whose mean score decides
     hold: float = 0.5  # share of its value gain a higher bitwidth must keep, after risk
     initial_bits: int | None = None  # before any measurement; default: the smallest allowed
+    predictor: str = "harmonic"  # or "learned" (the shipped LearnedForecast), or its JSON's path
     forecast: float | None = field(default=None, init=False)
     ratios: list[float] = field(default_factory=list, init=False)
+    learned: LearnedForecast | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         if min(self.horizon, self.history, self.errors, self.scenarios) < 1 or self.grid < 2:
@@ -362,6 +373,9 @@ class PlannerPolicy:
             raise ValueError(f"planner risk must be in (0, 1], got {self.risk}")
         if not self.prior or min(self.prior) <= 0:
             raise ValueError(f"planner prior ratios must be > 0, got {self.prior}")
+        if self.predictor != "harmonic":
+            path = LEARNED_FORECAST if self.predictor == "learned" else Path(self.predictor)
+            self.learned = LearnedForecast.load(path)
 
     def decide(self, obs: Observation) -> list[int]:
         allowed = sorted(obs.allowed_bits)
@@ -402,16 +416,155 @@ class PlannerPolicy:
         return [bits] * obs.window_len
 
     def _rates(self, obs: Observation) -> np.ndarray:
-        """One forecast rate per scenario: the point forecast times quantiles of past ratios."""
+        """One forecast rate per scenario: the point forecast times quantiles of past ratios, or
+        the learned forecast's quantiles."""
         assert obs.measured_mbps is not None
+        levels = (np.arange(self.scenarios) + 0.5) / self.scenarios
+        if self.learned is not None:
+            recent = [*obs.history_mbps, obs.measured_mbps]
+            return self.learned.rates(recent, obs.window_len * obs.budget_s, levels)
         if self.forecast is not None:
             self.ratios.append(obs.measured_mbps / self.forecast)
             del self.ratios[: -self.errors]
         recent = [*obs.history_mbps, obs.measured_mbps][-self.history :]
         self.forecast = len(recent) / sum(1 / max(r, 1e-9) for r in recent)
         ratios = [*self.ratios, *self.prior]
-        levels = (np.arange(self.scenarios) + 0.5) / self.scenarios
         return np.maximum(self.forecast * np.quantile(ratios, levels), 1e-9)
+
+
+@dataclass
+class FuguPolicy(PlannerPolicy):
+    """The planner with a learned forecast, in the spirit of Fugu (Yan et al., *Learning in
+    situ*, NSDI 2020): a small model trained on recorded traces predicts the distribution of the
+    next window's rate from the last few measured ones, and MPC plans over that distribution. Here
+    the model is `LearnedForecast` (linear quantile regression, trained on the training traces
+    only); every other parameter is the planner's."""
+
+    predictor: str = "learned"
+
+
+def forecast_features(recent: Sequence[float], lags: int) -> np.ndarray:
+    """What `LearnedForecast` predicts from: 1, the log ratios of the last rate to each of the
+    `lags` before it, and the mean absolute log change between consecutive ones (how jumpy the
+    link has been). Fewer rates than ``lags + 1`` are padded with the oldest (no change seen)."""
+    rates = np.log(np.maximum(np.asarray(recent[-lags - 1 :], dtype=float), 1e-9))
+    rates = np.concatenate([np.full(lags + 1 - len(rates), rates[0]), rates])
+    changes = np.abs(np.diff(rates)).mean()
+    return np.array([1.0, *(rates[-1] - rates[-2::-1]), changes])
+
+
+@dataclass(frozen=True)
+class LearnedForecast:
+    """Quantiles of the next window's rate from the last ``lags + 1`` measured ones.
+
+    Per quantile level, a linear model of ``log(next / last)`` on `forecast_features`, fitted by
+    quantile regression on the training traces' window means (scripts/train_forecast.py),
+    one model per window length in ``windows_s``; the one nearest the run's window (in log
+    seconds) is used. Quantiles at other levels are interpolated between the fitted ones (and
+    held beyond them), after sorting, so they never cross.
+    """
+
+    lags: int
+    levels: tuple[float, ...]
+    windows_s: tuple[float, ...]
+    coef: np.ndarray  # [window, level, feature]
+
+    @classmethod
+    def load(cls, path: Path) -> LearnedForecast:
+        """The model `scripts/train_forecast.py` wrote to `path` (read once per path)."""
+        return _load_forecast(Path(path).resolve())
+
+    def rates(self, recent: Sequence[float], window_s: float, levels: np.ndarray) -> np.ndarray:
+        """The next window's rate (Mbit/s) at each of `levels`, from `recent` rates, oldest
+        first, measured over windows of `window_s`."""
+        nearest = int(np.argmin(np.abs(np.log(np.array(self.windows_s) / window_s))))
+        quantiles = np.sort(self.coef[nearest] @ forecast_features(recent, self.lags))
+        return max(recent[-1], 1e-9) * np.exp(np.interp(levels, self.levels, quantiles))
+
+
+@cache
+def _load_forecast(path: Path) -> LearnedForecast:
+    try:
+        data = json.loads(path.read_text())
+        model = LearnedForecast(int(data["lags"]), tuple(data["levels"]),
+                                tuple(data["windows_s"]), np.array(data["coef"], dtype=float))
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"learned forecast {path}: {error}") from None
+    expected = (len(model.windows_s), len(model.levels), model.lags + 2)
+    if model.coef.shape != expected:
+        raise ValueError(f"learned forecast {path}: coef has shape {model.coef.shape}, "
+                         f"expected {expected}")
+    return model
+
+
+@dataclass
+class BolaPolicy:
+    """BOLA's rule (Spiteri et al., *BOLA: near-optimal bitrate adaptation for online videos*,
+    INFOCOM 2016) on the sender's backlog alone: no rate measurement or forecast.
+
+    BOLA picks the bitrate maximizing ``(V (v + gamma) - Q) / S`` (v: its utility, S: its size)
+    from the playback buffer Q, a Lyapunov drift-plus-penalty rule. A sending stage's buffer is
+    its slack: the microbatch slots (``budget_s`` each) the latency SLO leaves after the compute
+    path, minus its backlog, the microbatches handed to the link and not delivered
+    (``queued_bytes`` over the last window's mean packet, at least ``queued_microbatches``). An
+    empty send queue is a full buffer and gets many bits; a long one gets few. v is a
+    bitwidth's value (accuracy profile, else the utility's log2 rule) above the smallest's, S its
+    packet. V and gamma follow from two backlogs, as dash.js's BOLA sets them from its buffer
+    thresholds: the largest bitwidth is taken at a backlog below ``highest_up_to`` microbatches
+    (default 1: the packet in flight, a link that keeps up), the smallest above
+    ``lowest_from`` (default half the slack: a decision holds a whole window, so the
+    fewest bits must come while half the slack is left); in between, the rule's own curve.
+    Before the first measurement nothing is queued, yet nothing is known of the link either, so
+    it starts at ``initial_bits`` (default the smallest), as the planner does.
+    """
+
+    highest_up_to: float = 1.0
+    lowest_from: float | None = None
+    initial_bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.highest_up_to < 0:
+            raise ValueError(f"bola highest_up_to must be >= 0, got {self.highest_up_to}")
+        if self.lowest_from is not None and self.lowest_from <= self.highest_up_to:
+            raise ValueError(f"bola lowest_from ({self.lowest_from}) must be above "
+                             f"highest_up_to ({self.highest_up_to})")
+
+    def decide(self, obs: Observation) -> list[int]:
+        allowed = sorted(obs.allowed_bits)
+        if obs.measured_mbps is None or len(allowed) == 1:
+            return [self.initial_bits or allowed[0]] * obs.window_len
+        utility = obs.utility or Utility(obs.compute_path_s + obs.window_len * obs.budget_s)
+        slack = max((utility.latency_slo_s - obs.compute_path_s) / obs.budget_s, 2.0)
+        last = obs.bits_last_window or (allowed[0],)
+        packet = np.mean([obs.packet_bytes[b] for b in last])
+        backlog = max(obs.queued_bytes / packet, float(obs.queued_microbatches))
+        lowest_from = self.lowest_from or max(slack / 2, self.highest_up_to + 1)
+        values = _bit_values(obs, allowed)
+        value = values - values[0]
+        size = np.array([float(obs.packet_bytes[b]) for b in allowed])
+        v_weight, gamma = _bola_weights(value, size, slack - lowest_from,
+                                        slack - self.highest_up_to)
+        score = (v_weight * (value + gamma) - (slack - backlog)) / size
+        return [allowed[int(np.argmax(score))]] * obs.window_len
+
+
+def _bola_weights(value: np.ndarray, size: np.ndarray, low: float, high: float
+                  ) -> tuple[float, float]:
+    """BOLA's V and gamma such that the smallest of the bitwidths (`value`, `size` ascending) is
+    chosen at a buffer below `low` and the largest above `high`.
+
+    The largest beats bitwidth i from a buffer of ``V (a_i + gamma)`` on, a_i being where the
+    chord from i to the largest in (size, value) meets size 0; the smallest beats j up to
+    ``V (a_j + gamma)`` with the chord from the smallest to j. So the lowest of the latter
+    intercepts is put at `low`, the highest of the former at `high`."""
+    def intercept(i: int, j: int) -> float:
+        return (size[j] * value[i] - size[i] * value[j]) / (size[j] - size[i])
+
+    top = len(size) - 1
+    a_low = min(intercept(0, j) for j in range(1, top + 1))
+    a_high = max(intercept(i, top) for i in range(top))
+    v_weight = (high - low) / max(a_high - a_low, 1e-12)
+    return v_weight, low / v_weight - a_low
 
 
 def _bit_values(obs: Observation, allowed: Sequence[int]) -> np.ndarray:
@@ -460,6 +613,8 @@ BUILT_IN: dict[str, type] = {
     "controller": ControllerPolicy,
     "mpc": MpcPolicy,
     "planner": PlannerPolicy,
+    "fugu": FuguPolicy,
+    "bola": BolaPolicy,
 }
 
 

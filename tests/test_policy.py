@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,8 +16,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from quantpipe_core.policy import (
+    LEARNED_FORECAST,
+    BolaPolicy,
     ControllerPolicy,
     FixedPolicy,
+    FuguPolicy,
+    LearnedForecast,
     MpcPolicy,
     Observation,
     PlannerPolicy,
@@ -27,6 +34,8 @@ from quantpipe_core.policy import (
 from quantpipe_core.quant import wire_size
 from quantpipe_core.utility import Utility
 
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_TRACES = ROOT.parent / "shared" / "traces"
 SHAPE = (8, 197, 768)
 ALLOWED = (2, 3, 4, 6, 8, 16)
 PACKET = {b: wire_size(SHAPE, b) for b in ALLOWED}
@@ -189,6 +198,103 @@ def test_the_planner_refuses_meaningless_settings():
     for params in ({"horizon": 0}, {"risk": 0.0}, {"prior": ()}, {"grid": 1}, {"hold": -1}):
         with pytest.raises(ValueError, match="planner"):
             PlannerPolicy(**params)
+
+
+def test_fugu_is_the_planner_on_the_shipped_learned_forecast():
+    fugu = make_policy("fugu")
+    assert isinstance(fugu, FuguPolicy) and fugu.learned is LearnedForecast.load(LEARNED_FORECAST)
+    assert PlannerPolicy().learned is None  # the planner's default forecast is unchanged
+    assert fugu.decide(planner_observation(None)) == [2] * 4
+    assert fugu.decide(planner_observation(mbps_fitting(8) * 3))[0] == 16
+    decisions = run_link(FuguPolicy(), [mbps_fitting(8)] * 8 + [mbps_fitting(3)] * 8)
+    assert all(b <= 4 for b in decisions[11])
+
+
+def test_the_learned_forecast_gives_ordered_quantiles_in_the_units_of_its_input():
+    model = LearnedForecast.load(LEARNED_FORECAST)
+    levels = np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    recent = [4.0, 6.0, 3.0, 5.0]
+    rates = model.rates(recent, 0.5, levels)
+    assert np.all(np.diff(rates) >= 0) and rates[0] < 5.0 < rates[-1]
+    assert np.allclose(model.rates([r * 1e3 for r in recent], 0.5, levels), rates * 1e3)
+    steady = model.rates([5.0] * 4, 0.5, levels)
+    assert 0.9 * 5.0 < steady[2] < 1.1 * 5.0  # a steady link's median stays near its rate
+    assert np.ptp(steady) < np.ptp(rates)  # and its spread is narrower than a jumpy one's
+    assert np.allclose(model.rates(recent, 9.5, levels), model.rates(recent, 8.0, levels))
+    assert np.allclose(model.rates([5.0], 0.5, levels), steady)  # short history: padded
+
+
+@pytest.mark.skipif(not SHARED_TRACES.is_dir(), reason="needs the shared training traces")
+def test_the_shipped_learned_forecast_is_what_its_script_fits_on_the_training_traces(tmp_path):
+    out = tmp_path / "forecast.json"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "train_forecast.py"), "--shared",
+                    str(SHARED_TRACES), "--out", str(out)], check=True, capture_output=True)
+    fitted, shipped = json.loads(out.read_text()), json.loads(LEARNED_FORECAST.read_text())
+    assert all(name.startswith(("norway_bus", "norway_car", "norway_ferry"))
+               for name in shipped["trained_on"])
+    assert {k: v for k, v in fitted.items() if k != "coef"} == {
+        k: v for k, v in shipped.items() if k != "coef"}
+    assert np.allclose(fitted["coef"], shipped["coef"], atol=1e-4)
+
+
+def test_a_learned_forecast_that_cannot_be_read_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="learned forecast"):
+        PlannerPolicy(predictor=str(tmp_path / "missing.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"lags": 3, "levels": [0.5], "windows_s": [1.0], "coef": [[[1]]]}))
+    with pytest.raises(ValueError, match="coef has shape"):
+        PlannerPolicy(predictor=str(bad))
+
+
+def bola_observation(backlog: float, mbps: float | None = 1.0, accuracy=ACCURACY):
+    """A window's end with `backlog` microbatches of the last window's 8-bit packets not yet
+    delivered; the SLO leaves 4 one-second slots after the compute path."""
+    return dataclasses.replace(planner_observation(mbps, round(backlog * PACKET[8]),
+                                                   accuracy=accuracy, bits_last=(8,) * 4))
+
+
+def test_bola_sends_the_most_bits_on_an_empty_queue_and_the_fewest_on_a_long_one():
+    bola = BolaPolicy()  # slack 4 slots: largest below 1 queued, smallest above 2 (half of 4)
+    assert bola.decide(bola_observation(0)) == [16] * 4
+    assert bola.decide(bola_observation(0.99)) == [16] * 4
+    assert bola.decide(bola_observation(2.01)) == [2] * 4
+    assert bola.decide(bola_observation(30)) == [2] * 4
+    chosen = [bola.decide(bola_observation(q / 10))[0] for q in range(31)]
+    assert chosen == sorted(chosen, reverse=True)  # fewer bits as the queue grows, never more
+    assert len(set(chosen)) > 2  # and the rule's curve passes through bitwidths in between
+    wide = BolaPolicy(highest_up_to=0.5, lowest_from=3.5)
+    assert [wide.decide(bola_observation(q))[0] for q in (0.49, 3.51)] == [16, 2]
+    assert BolaPolicy().decide(bola_observation(0, accuracy=None)) == [16] * 4  # log2 values
+
+
+def test_bola_reads_the_queue_not_the_rate():
+    bola = BolaPolicy()
+    assert bola.decide(bola_observation(0, mbps=None)) == [2] * 4  # nothing known: the fewest
+    for backlog in (0, 1.5, 3):
+        assert len({bola.decide(bola_observation(backlog, m))[0] for m in (0.1, 1, 1e3)}) == 1
+
+
+def test_bola_refuses_thresholds_in_the_wrong_order():
+    with pytest.raises(ValueError, match="lowest_from"):
+        BolaPolicy(highest_up_to=2, lowest_from=2)
+    with pytest.raises(ValueError, match="highest_up_to"):
+        BolaPolicy(highest_up_to=-1)
+
+
+@pytest.mark.parametrize("name", ["bola", "fugu"])
+def test_the_new_policies_are_configured_and_checked_like_the_others(name, tmp_path):
+    from quantpipe_core.config import ConfigError, config_from_dict
+    from sim.simulation import simulate
+
+    config = config_from_dict({"policy": {"name": name}, "model": {"name": "digits-vit"}})
+    with pytest.raises(ConfigError, match=f"unknown {name} parameter"):
+        config_from_dict({"policy": {"name": name, "params": {"speed": 2}}})
+    trace = tmp_path / "drop.csv"
+    trace.write_text("time_s,mbps\n0,30\n10,1\n20,1\n")
+    result = simulate(config, trace)
+    assert result.summary["utility"]["offered_microbatches"] > 0
+    obs = planner_observation(mbps_fitting(6))
+    assert check_decision(make_policy(name).decide(obs), obs)
 
 
 def test_mpc_maximizes_accuracy_within_the_rate_and_follows_a_drop():
