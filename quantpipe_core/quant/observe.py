@@ -100,7 +100,7 @@ class GroupStats:
         bins, fewer for a small sample (about 16 values a bin, at least 128 bins)."""
         lo, hi = float(self.min[0]), float(self.max[0])
         bins = min(HISTOGRAM_BINS, max(128, self.sample.numel() // 16))
-        counts = _bin_counts(self.sample.reshape(-1), lo, hi, bins)
+        counts = _bin_counts(self.sample.reshape(-1), lo, hi - lo, bins)
         counts *= self.x2d.numel() / max(self.sample.numel(), 1)
         return counts, np.linspace(lo, hi, bins + 1)
 
@@ -112,12 +112,12 @@ class GroupStats:
         return self._last_quantized[1]
 
 
-def _bin_counts(values: torch.Tensor, lo: float, hi: float, bins: int,
+def _bin_counts(values: torch.Tensor, lo: float, width: float, bins: int,
                 weights: torch.Tensor | None = None) -> np.ndarray:
-    """Float64 counts of `values` in `bins` equal bins over [lo, hi], the ends included (values
-    outside go to the end bins); `torch.bincount` of the bin indices, which is several times
-    faster than `torch.histc`."""
-    scale = bins / (hi - lo) if hi > lo else 0.0
+    """Float64 counts (or sums of `weights`) of `values` in `bins` equal bins over [lo, lo +
+    width], the ends included (values outside go to the end bins); `torch.bincount` of the bin
+    indices, which is several times faster than `torch.histc`."""
+    scale = bins / width if width > 0 else 0.0
     index = torch.sub(values, lo).mul_(scale).clamp_(0, bins - 1).to(torch.int64)
     return torch.bincount(index, weights=weights, minlength=bins).double().numpy()
 
@@ -168,10 +168,8 @@ class TokenScaled:
 
     def histogram(self) -> tuple[np.ndarray, np.ndarray]:
         """(counts weighted by each token's squared reach, edges) over every token's extremes."""
-        lo, hi = self.floor, self.ceiling
-        width = max(hi - lo, 1e-12)
-        position = ((self.u.double() - lo) * (self.BINS / width)).long().clamp_(0, self.BINS - 1)
-        counts = torch.bincount(position, weights=self.weight, minlength=self.BINS).numpy()
+        lo, width = self.floor, max(self.ceiling - self.floor, 1e-12)
+        counts = _bin_counts(self.u.double(), lo, width, self.BINS, self.weight)
         return counts, np.linspace(lo, lo + width, self.BINS + 1)
 
     def token_ranges(self, a: float, b: float, *, cut: bool) -> tuple[np.ndarray, np.ndarray]:
