@@ -57,7 +57,7 @@ class DigitsTop1:
 
     def __init__(self, microbatch: int, samples: int | None = None, skip: int = 0) -> None:
         test = digits("test")
-        chosen = _chosen(samples, skip)
+        chosen = _chosen(len(test.labels), samples, skip, "images")
         images, self.labels = test.images[chosen], test.labels[chosen]
         self.microbatches = [{"pixels": chunk} for chunk in images.split(microbatch)]
         self.data = f"{len(self.labels)} held-out images of scikit-learn's digits{_after(skip)}"
@@ -99,14 +99,12 @@ class SentenceFidelity:
 
     def __init__(self, model: StagedModel, microbatch: int, samples: int | None = None,
                  skip: int = 0) -> None:
-        sentences = stdlib_sentences()[_chosen(samples, skip)]
+        every = stdlib_sentences()
+        sentences = every[_chosen(len(every), samples, skip, "sentences")]
         tokenizer = SentenceTokenizer(model_dir(model.name))
         self.microbatches = [
             tokenizer(sentences[i : i + microbatch]) for i in range(0, len(sentences), microbatch)
         ]
-        if not sentences or (samples is not None and len(sentences) < samples):
-            raise ValueError(f"asked for {samples or 'the'} sentences after the first {skip}; "
-                             f"the standard library gives {len(stdlib_sentences())}")
         self.data = (f"{len(sentences)} first sentences of Python standard-library docstrings"
                      f"{_after(skip)}")
         self.reference = run_all(model, self.microbatches)
@@ -163,9 +161,15 @@ def takes_digits(model: StagedModel) -> bool:
     return (model.embed.channels, model.embed.image_size) == (1, 8)
 
 
-def _chosen(samples: int | None, skip: int) -> slice:
-    """The inputs scored: `samples` of them (all if None) after the first `skip`."""
-    return slice(skip, None if samples is None else skip + samples)
+def _chosen(total: int, samples: int | None, skip: int, what: str) -> slice:
+    """The inputs scored of `total`: `samples` of them (all if None) after the first `skip`; a
+    ValueError if there are not that many, or none."""
+    chosen = slice(skip, None if samples is None else skip + samples)
+    count = len(range(total)[chosen])
+    if not count or (samples is not None and count < samples):
+        raise ValueError(f"asked for {samples or 'the'} {what} after the first {skip}, which "
+                         f"leaves {count}: there are {total}")
+    return chosen
 
 
 def _after(skip: int) -> str:
@@ -185,12 +189,7 @@ def task_for(model: StagedModel, microbatch: int, samples: int | None = None,
             f"digits only; this model takes {model.embed.channels}-channel "
             f"{model.embed.image_size}x{model.embed.image_size} images"
         )
-    task = DigitsTop1(microbatch, samples, skip)
-    if not len(task.labels) or (samples is not None and len(task.labels) < samples):
-        raise ValueError(f"asked for {samples or 'the'} images after the first {skip}, "
-                         f"which leaves {len(task.labels)}: the held-out digits are "
-                         f"{len(digits('test').labels)}")
-    return task
+    return DigitsTop1(microbatch, samples, skip)
 
 
 class RandomImages:
