@@ -10,7 +10,7 @@ at import that it covers exactly these names.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from quantpipe_core.trace import FORMATS
 
@@ -83,16 +83,19 @@ def codec_parts(label: str) -> dict[str, object]:
     return options
 
 
+def check_choice(option: str, value: object, choices: Collection[str]) -> None:
+    """A ValueError naming `option` when `value` is not one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
+
+
 def canonical_codec_label(label: str) -> str:
-    """The full label of a possibly shorter one (`codec_parts`), each part checked; the form
-    profiles are keyed by. A ValueError names a part that is not allowed."""
+    """The full label of a possibly shorter one (`codec_parts`), each part checked as
+    `quant.Codec` checks it; the form profiles are keyed by."""
     parts = {**CODEC_DEFAULTS, **codec_parts(label)}
-    for option, allowed in (("clipping method", CLIP_METHODS), ("transform", TRANSFORMS),
-                            ("granularity", GRANULARITIES)):
-        value = parts[{"clipping method": "method"}.get(option, option)]
-        if value not in allowed:
-            raise ValueError(f"unknown {option} {value!r} in codec label {label!r}; choose one "
-                             f"of {', '.join(allowed)}")
+    check_choice("clipping method", parts["method"], CLIP_METHODS)
+    check_choice("transform", parts["transform"], TRANSFORMS)
+    check_choice("granularity", parts["granularity"], GRANULARITIES)
     return codec_label(**parts)
 
 

@@ -28,7 +28,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from quantpipe_core.names import CLIP_METHODS, check_bits, check_registry
+from quantpipe_core.names import CLIP_METHODS, check_bits, check_choice, check_registry
 from quantpipe_core.quant import grid
 from quantpipe_core.quant.aciq import DISTRIBUTIONS, aciq_range
 from quantpipe_core.quant.error import ExactError, HistogramError
@@ -128,8 +128,7 @@ def _error_model(stats: GroupStats, bits: int) -> ExactError | HistogramError:
 
 def check_dist_pct(dist: str, pct: float) -> None:
     """Refuse an unknown ACIQ distribution or a percentile outside (50, 100]."""
-    if dist not in DISTRIBUTIONS:
-        raise ValueError(f"unknown dist {dist!r}; choose one of {', '.join(DISTRIBUTIONS)}")
+    check_choice("dist", dist, DISTRIBUTIONS)
     if isinstance(pct, bool) or not (isinstance(pct, int | float) and 50.0 < pct <= 100.0):
         raise ValueError(f"pct must be a number in (50, 100], got {pct!r}")
 
@@ -149,16 +148,12 @@ check_registry("clipping methods", BUILDERS, CLIP_METHODS)
 def clip_method(method: str, *, dist: str = "auto", pct: float = 99.99) -> ClipMethod:
     """The clipping method named `method`, with its options checked."""
     check_dist_pct(dist, pct)
-    if method not in BUILDERS:
-        raise ValueError(f"unknown clipping method {method!r}; choose one of {', '.join(METHODS)}")
+    check_choice("clipping method", method, METHODS)
     return BUILDERS[method](dist, pct)
 
 
 def check_granularity(granularity: str) -> None:
-    if granularity not in RANGE_GROUPS:
-        raise ValueError(
-            f"unknown granularity {granularity!r}; choose one of {', '.join(RANGE_GROUPS)}"
-        )
+    check_choice("granularity", granularity, RANGE_GROUPS)
 
 
 def as_groups(x: torch.Tensor, granularity: str) -> torch.Tensor:

@@ -34,6 +34,7 @@ from quantpipe_core.names import (
     CODEC_DEFAULTS,
     GRANULARITIES,
     TRANSFORMS,
+    check_choice,
     codec_label,
     codec_parts,
 )
@@ -45,11 +46,6 @@ RANGE_BITS = 64  # one (lo, hi) pair of float32
 OUTLIER_BITS = 16
 INDEX_BITS = 32  # an outlier channel's index in the header
 SEED_LIMIT = 2**32
-
-
-def _check_choice(option: str, value: object, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {option} {value!r}; choose one of {', '.join(choices)}")
 
 
 @dataclass(frozen=True)
@@ -66,10 +62,10 @@ class Codec:
     pct: float = 99.99
 
     def __post_init__(self) -> None:
-        _check_choice("clipping method", self.method, METHODS)
-        _check_choice("transform", self.transform, TRANSFORMS)
-        _check_choice("granularity", self.granularity, GRANULARITIES)
-        _check_choice("dist", self.dist, DISTRIBUTIONS)
+        check_choice("clipping method", self.method, METHODS)
+        check_choice("transform", self.transform, TRANSFORMS)
+        check_choice("granularity", self.granularity, GRANULARITIES)
+        check_choice("dist", self.dist, DISTRIBUTIONS)
         if self.outliers != AUTO and (
             isinstance(self.outliers, bool) or not isinstance(self.outliers, int | np.integer)
             or self.outliers < 0
