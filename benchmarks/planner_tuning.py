@@ -23,8 +23,7 @@ from sim import simulate
 ROOT = Path(__file__).parents[1]
 PIPELINES = {"vit-base-2": 8.0, "minilm-2": 12.0, "digits-vit": 1.0}  # Norway scale of each
 TRAIN = ("norway_bus_*", "norway_car_*", "norway_ferry_*")
-GRID = {"risk": (1.0, 0.4), "history": (2, 8), "errors": (8, 32),
-        "prior": ((0.5, 1.0), (0.3, 0.6, 1.0))}
+GRID = {"risk": (1.0, 0.4), "history": (1, 2), "replan": (0.0, 0.5, 0.8)}
 
 
 def utility(pipeline: str, trace: str, policy: str, params: dict) -> float:

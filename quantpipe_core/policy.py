@@ -2,8 +2,12 @@
 
 Every sending stage owns one policy instance. At the end of each window of W microbatches it
 hands the policy an `Observation` built only from what that stage measured itself, and the policy
-returns the bitwidth of each microbatch of the next window. The simulator, the emulator and real
-devices call policies the same way, so a policy chosen in simulation runs as it is.
+returns the bitwidth of each microbatch of the next window. A policy may also have a
+``revise(observation)`` method: the stage then offers it, before each later microbatch of the
+window, what it measured over the window so far, and the policy may replace the window's
+remaining bits (a window is long on a slow pipeline: 8 microbatches of ViT-Base are 9.5 s). The
+simulator, the emulator and real devices call policies the same way, so a policy chosen in
+simulation runs as it is.
 
 Built in (`make_policy(name, **params)`; ``"module:Class"`` loads a user's class):
 
@@ -17,7 +21,8 @@ Built in (`make_policy(name, **params)`; ``"module:Class"`` loads a user's class
   discounted by the largest recent forecast error) and plans a few windows ahead, maximizing the
   accuracy profile's value while keeping the send queue from growing, with a penalty per switch.
 - ``planner``: stochastic MPC on the run's own utility (`quantpipe_core.utility`): dynamic
-  programming over bitwidth plans on the link's backlog, under several forecast-error scenarios.
+  programming over bitwidth plans on the link's backlog, under several forecast-error scenarios;
+  it plans the rest of a window again when the rate measured during it departs from its forecast.
 - ``fugu``: the planner with a learned forecast (`LearnedForecast`) as its scenario generator.
 - ``bola``: BOLA's buffer-based Lyapunov rule on the sender's backlog alone, no rate forecast.
 
@@ -32,7 +37,7 @@ import json
 import math
 import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -95,6 +100,13 @@ class Observation:
 
 @runtime_checkable
 class Policy(Protocol):
+    """``decide`` is required. ``revise(obs) -> list[int] | None`` is optional: before each
+    microbatch of a window but its first, once the link delivered something in that window, the
+    stage calls it with ``measured_mbps``, ``bytes_sent`` and ``send_s`` over this window's
+    deliveries so far (the last window's rate last in ``history_mbps``), ``window_len`` the
+    microbatches left in the window and ``bits_last_window`` this window's bits so far; it returns
+    the bits of the microbatches left, or ``None`` to keep them."""
+
     def decide(self, obs: Observation) -> list[int]:
         """The bitwidth of each microbatch of the next window (``obs.window_len`` of them)."""
         ...
@@ -348,10 +360,19 @@ class PlannerPolicy:
     ``predictor = "learned"`` (or the path of a JSON file that scripts/train_forecast.py
     wrote) replaces the forecast and its error ratios by a `LearnedForecast`: its quantiles of
     the next window's rate are the scenarios, and ``history``, ``errors`` and ``prior`` are unused.
+    Within a window (`revise`): when the rate the link delivered so far in it falls below
+    ``replan`` of the median scenario the window was planned on, the rest of the window is
+    planned again, forecasting from that rate with the same error ratios, and lowered if the new
+    plan says so. A window commits its bits for all its microbatches at its start, and on a
+    slow pipeline a window lasts long (ViT-Base's 8 microbatches: 9.5 s): large packets
+    committed just before a drop would otherwise fill the queue for tens of seconds. Only a
+    fall revises: fewer bits can only shorten the queue, while a rise measured over one or two
+    packets is too uncertain to bet more bytes on. The threshold keeps small wobbles from
+    switching; 0 never revises.
     """
 
     horizon: int = 5
-    history: int = 2
+    history: int = 1
     errors: int = 8
     scenarios: int = 5
     grid: int = 32
@@ -360,7 +381,9 @@ class PlannerPolicy:
     hold: float = 0.5  # share of its value gain a higher bitwidth must keep, after risk
     initial_bits: int | None = None  # before any measurement; default: the smallest allowed
     predictor: str = "harmonic"  # or "learned" (the shipped LearnedForecast), or its JSON's path
+    replan: float = 0.8  # within a window, a rate below this share of the plan's replans
     forecast: float | None = field(default=None, init=False)
+    planned_mbps: float | None = field(default=None, init=False)  # this window's median scenario
     ratios: list[float] = field(default_factory=list, init=False)
     learned: LearnedForecast | None = field(default=None, init=False)
 
@@ -371,6 +394,8 @@ class PlannerPolicy:
             raise ValueError(f"planner hold must be >= 0, got {self.hold}")
         if not 0 < self.risk <= 1:
             raise ValueError(f"planner risk must be in (0, 1], got {self.risk}")
+        if not 0 <= self.replan < 1:
+            raise ValueError(f"planner replan must be in [0, 1), got {self.replan}")
         if not self.prior or min(self.prior) <= 0:
             raise ValueError(f"planner prior ratios must be > 0, got {self.prior}")
         if self.predictor != "harmonic":
@@ -378,18 +403,36 @@ class PlannerPolicy:
             self.learned = LearnedForecast.load(path)
 
     def decide(self, obs: Observation) -> list[int]:
-        allowed = sorted(obs.allowed_bits)
         if obs.measured_mbps is None:
-            return [self.initial_bits or allowed[0]] * obs.window_len
+            return [self.initial_bits or min(obs.allowed_bits)] * obs.window_len
+        mbps = self._rates(obs, learn=True)  # one per scenario
+        self.planned_mbps = float(np.median(mbps))
+        return [self._plan(obs, mbps, obs.window_len)] * obs.window_len
+
+    def revise(self, obs: Observation) -> list[int] | None:
+        """Fewer bits for the rest of the window, if the rate measured over it so far fell
+        below ``replan`` of the median scenario it was planned on and a new plan says so."""
+        if (self.planned_mbps is None or obs.measured_mbps is None
+                or obs.measured_mbps >= self.replan * self.planned_mbps):
+            return None
+        left = obs.window_len
+        obs = replace(obs, window_len=len(obs.bits_last_window) + left)  # later windows: whole
+        bits = self._plan(obs, self._rates(obs, learn=False), left)
+        return [bits] * left if bits < obs.bits_last_window[-1] else None
+
+    def _plan(self, obs: Observation, mbps: np.ndarray, first: int) -> int:
+        """The bitwidth of the next `first` microbatches, the scenarios' rates being `mbps`;
+        the windows after them are ``obs.window_len`` long."""
+        allowed = sorted(obs.allowed_bits)
         utility = obs.utility or Utility(obs.compute_path_s + obs.window_len * obs.budget_s)
         values = _bit_values(obs, allowed)
-        mbps = self._rates(obs)  # one per scenario
         send = np.array([[obs.send_time_s(b, r) for b in allowed] for r in mbps])  # [s, b]
         backlog = obs.queued_bytes * 8 / (mbps * 1e6)  # [s]
         top = max(2 * utility.latency_slo_s, float(backlog.max()), 1e-6)
         grid = np.linspace(0.0, top, self.grid)
         plan = _WindowModel(obs, utility, values)
-        reward, after = plan.step(np.broadcast_to(grid, (len(mbps), self.grid)), send)
+        reward, after = plan.step(np.broadcast_to(grid, (len(mbps), self.grid)), send,
+                                  obs.window_len)
         switch = utility.switch_weight * np.abs(values[:, None] - values[None, :])  # [b, last]
         future = -utility.late_weight * obs.window_len * np.maximum(
             obs.compute_path_s + grid - utility.latency_slo_s, 0.0)
@@ -397,7 +440,7 @@ class PlannerPolicy:
         for _ in range(self.horizon - 1):
             ahead = _interpolate(future, after, top)  # [s, q, b]
             future = np.max((reward + ahead)[..., None] - switch, axis=2)
-        now_reward, now_after = plan.step(backlog[:, None], send)  # [s, 1, b]
+        now_reward, now_after = plan.step(backlog[:, None], send, first)  # [s, 1, b]
         ahead = _interpolate(future, now_after, top)[:, 0, :]
         last = obs.bits_last_window[-1] if obs.bits_last_window else allowed[-1]
         last_value = values[allowed.index(last)] if last in allowed else values[-1]
@@ -406,30 +449,34 @@ class PlannerPolicy:
         score = by_scenario[:worst].mean(axis=0)
         score -= utility.switch_weight * np.abs(values - last_value)
         near_best = [b for b, x in zip(allowed, score, strict=True)
-                     if x >= score.max() - TIE * obs.window_len]
+                     if x >= score.max() - TIE * first]
         bits = last if last in near_best else near_best[0]  # ties: hold, else the fewest bytes
         if last in allowed and bits > last:
             up, now = allowed.index(bits), allowed.index(last)
-            nominal = (values[up] - values[now]) * obs.window_len
+            nominal = (values[up] - values[now]) * first
             if score[up] - score[now] < self.hold * nominal:
                 bits = last
-        return [bits] * obs.window_len
+        return bits
 
-    def _rates(self, obs: Observation) -> np.ndarray:
+    def _rates(self, obs: Observation, learn: bool) -> np.ndarray:
         """One forecast rate per scenario: the point forecast times quantiles of past ratios, or
-        the learned forecast's quantiles."""
+        the learned forecast's quantiles. With `learn`, at a window's start, the last window's
+        ratio of measured to forecast joins the errors and the point forecast is kept for the
+        next; within a window (`revise`) neither changes."""
         assert obs.measured_mbps is not None
         levels = (np.arange(self.scenarios) + 0.5) / self.scenarios
+        recent = [*obs.history_mbps, obs.measured_mbps]
         if self.learned is not None:
-            recent = [*obs.history_mbps, obs.measured_mbps]
             return self.learned.rates(recent, obs.window_len * obs.budget_s, levels)
-        if self.forecast is not None:
-            self.ratios.append(obs.measured_mbps / self.forecast)
-            del self.ratios[: -self.errors]
-        recent = [*obs.history_mbps, obs.measured_mbps][-self.history :]
-        self.forecast = len(recent) / sum(1 / max(r, 1e-9) for r in recent)
+        forecast = len(recent[-self.history :]) / sum(1 / max(r, 1e-9)
+                                                      for r in recent[-self.history :])
+        if learn:
+            if self.forecast is not None:
+                self.ratios.append(obs.measured_mbps / self.forecast)
+                del self.ratios[: -self.errors]
+            self.forecast = forecast
         ratios = [*self.ratios, *self.prior]
-        return np.maximum(self.forecast * np.quantile(ratios, levels), 1e-9)
+        return np.maximum(forecast * np.quantile(ratios, levels), 1e-9)
 
 
 @dataclass
@@ -583,16 +630,18 @@ class _WindowModel:
     utility: Utility
     values: np.ndarray
 
-    def step(self, backlog: np.ndarray, send: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`backlog` [scenario, q] and `send` [scenario, bitwidth] -> [scenario, q, bitwidth]."""
+    def step(self, backlog: np.ndarray, send: np.ndarray, count: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+        """`backlog` [scenario, q] and `send` [scenario, bitwidth] -> [scenario, q, bitwidth],
+        for a window of `count` microbatches."""
         obs, utility = self.obs, self.utility
         q = np.repeat(backlog[:, :, None], send.shape[1], axis=2)
         per_send = send[:, None, :]
         late = np.zeros_like(q)
-        for _ in range(obs.window_len):
+        for _ in range(count):
             late += np.maximum(obs.compute_path_s + q + per_send - utility.latency_slo_s, 0.0)
             q = np.maximum(q + per_send - obs.budget_s, 0.0)
-        return obs.window_len * self.values - utility.late_weight * late, q
+        return count * self.values - utility.late_weight * late, q
 
 
 def _interpolate(table: np.ndarray, at: np.ndarray, top: float) -> np.ndarray:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from quantpipe_core.plan import LinkSpec, SourceSpec
 from quantpipe_core.policy import Observation, check_decision
@@ -55,9 +56,13 @@ class LinkSender:
         self.warned_slow = False
 
     def bits_for_next(self, now: float) -> int:
-        """The bitwidth of the next microbatch; asks the policy at each window's start."""
+        """The bitwidth of the next microbatch; asks the policy at each window's start, and a
+        policy with ``revise`` before each later microbatch once this window delivered
+        something (`quantpipe_core.policy.Policy`)."""
         if not self.schedule:
             self._decide(now)
+        elif self.delivered_s > 0 and hasattr(self.spec.policy, "revise"):
+            self._revise(now)
         assert self.last_window is not None and self.last_window.used is not None
         self.last_window.used += 1
         return self.schedule.pop(0)
@@ -82,37 +87,11 @@ class LinkSender:
                 self.history.append(self.measured)
             self.measured = self.delivered_bytes * 8 / self.delivered_s / 1e6
         last = self.last_window
-        obs = Observation(
-            now_s=now,
-            window_index=self.window_index + 1,
-            window_len=self.window,
-            items_per_microbatch=self.source.items_per_microbatch,
-            bytes_sent=self.delivered_bytes,
-            send_s=self.delivered_s,
-            measured_mbps=self.measured,
-            history_mbps=tuple(self.history[-16:]),
-            target_rate_items_per_s=self.source.target_rate_items_per_s,
-            tensor_shape=self.spec.tensor_shape,
-            allowed_bits=self.allowed,
-            bits_last_window=tuple(last.bits) if last else (),
-            packet_bytes=self.spec.packet_bytes,
-            accuracy_by_bits=self.spec.accuracy_by_bits,
-            queued_microbatches=self.queued,
-            queued_bytes=self.queued_bytes,
-            utility=self.spec.utility,
-            compute_path_s=self.spec.compute_path_s,
-        )
-        started = time.perf_counter()
-        try:
-            self.schedule = check_decision(self.spec.policy.decide(obs), obs)
-        except Exception as error:
-            window = self.window_index + 1
-            raise PolicyFailed(
-                f"policy {type(self.spec.policy).__name__} failed on link {self.index}, window "
-                f"{window} (t = {now:.3f} s): {type(error).__name__}: {error}",
-                self.index, window, now,
-            ) from error
-        self._warn_if_slow(time.perf_counter() - started)
+        obs = self._observation(now, self.window_index + 1, self.window, self.measured,
+                                self.history, tuple(last.bits) if last else ())
+        schedule = self._ask(self.spec.policy.decide, obs)
+        assert schedule is not None  # check_decision refuses None from decide
+        self.schedule = schedule
         if last is not None:
             last.t_end_s = now
         self.window_index += 1
@@ -120,6 +99,61 @@ class LinkSender:
                                         list(self.schedule), self.measured, used=0)
         self.records.window(self.last_window)
         self.delivered_bytes, self.delivered_s = 0, 0.0
+
+    def _revise(self, now: float) -> None:
+        """Offer the policy this window so far; its answer replaces the rest of the window."""
+        window = self.last_window
+        assert window is not None and window.used is not None
+        history = [*self.history, self.measured] if self.measured is not None else self.history
+        obs = self._observation(now, self.window_index, len(self.schedule),
+                                self.delivered_bytes * 8 / self.delivered_s / 1e6, history,
+                                tuple(window.bits[: window.used]))
+        answer = self._ask(self.spec.policy.revise, obs, none_keeps=True)
+        if answer is not None:
+            self.schedule = answer
+            window.bits[window.used :] = answer
+
+    def _observation(self, now: float, window_index: int, window_len: int,
+                     measured: float | None, history: Sequence[float],
+                     bits_last: tuple[int, ...]) -> Observation:
+        return Observation(
+            now_s=now,
+            window_index=window_index,
+            window_len=window_len,
+            items_per_microbatch=self.source.items_per_microbatch,
+            bytes_sent=self.delivered_bytes,
+            send_s=self.delivered_s,
+            measured_mbps=measured,
+            history_mbps=tuple(history[-16:]),
+            target_rate_items_per_s=self.source.target_rate_items_per_s,
+            tensor_shape=self.spec.tensor_shape,
+            allowed_bits=self.allowed,
+            bits_last_window=bits_last,
+            packet_bytes=self.spec.packet_bytes,
+            accuracy_by_bits=self.spec.accuracy_by_bits,
+            queued_microbatches=self.queued,
+            queued_bytes=self.queued_bytes,
+            utility=self.spec.utility,
+            compute_path_s=self.spec.compute_path_s,
+        )
+
+    def _ask(self, method: Callable[[Observation], Any], obs: Observation,
+             none_keeps: bool = False) -> list[int] | None:
+        """The policy's checked answer to `obs` (``None`` kept as is where `none_keeps`); its
+        failures say where they happened."""
+        started = time.perf_counter()
+        try:
+            answer = method(obs)
+            if not (none_keeps and answer is None):
+                answer = check_decision(answer, obs)
+        except Exception as error:
+            raise PolicyFailed(
+                f"policy {type(self.spec.policy).__name__} failed on link {self.index}, window "
+                f"{obs.window_index} (t = {obs.now_s:.3f} s): {type(error).__name__}: {error}",
+                self.index, obs.window_index, obs.now_s,
+            ) from error
+        self._warn_if_slow(time.perf_counter() - started)
+        return answer
 
     def _warn_if_slow(self, seconds: float) -> None:
         """Warn once when one decision took `SLOW_DECISION_S` or more of wall time, with what

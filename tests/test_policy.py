@@ -194,8 +194,65 @@ def test_the_planner_goes_up_only_for_a_real_gain_and_down_at_once():
     assert PlannerPolicy().decide(slow)[0] <= 3
 
 
+def test_the_planner_lowers_the_rest_of_a_window_when_its_rate_collapses():
+    fast = mbps_fitting(8) * 3
+    planner = PlannerPolicy()
+    assert planner.decide(planner_observation(fast, bits_last=(16,) * 4)) == [16] * 4
+
+    def so_far(mbps, bits=(16,)):  # one microbatch of the window sent, three left
+        return dataclasses.replace(planner_observation(mbps, bits_last=bits), window_len=3,
+                                   history_mbps=(fast,))
+
+    assert planner.revise(so_far(fast * 0.9)) is None  # a wobble: the plan stands
+    collapsed = planner.revise(so_far(mbps_fitting(4)))
+    assert collapsed is not None and len(collapsed) == 3 and collapsed[0] <= 4
+    assert PlannerPolicy(replan=0).revise(so_far(mbps_fitting(4))) is None
+    slow = PlannerPolicy()
+    low = slow.decide(planner_observation(mbps_fitting(4), bits_last=(4,) * 4))[0]
+    assert slow.revise(so_far(fast, bits=(low,))) is None  # a rise is not bet on
+    assert slow.revise(so_far(0.01, bits=(2,))) is None  # nothing below the smallest
+
+
+def test_a_policy_with_revise_may_replace_the_rest_of_its_window():
+    """The sender offers `revise` the window so far, once the link delivered something in it;
+    the answer replaces the microbatches left, and the window's record says what was sent."""
+    from quantpipe_core.plan import LinkSpec, SourceSpec
+    from quantpipe_core.results import Records
+    from quantpipe_core.sender import LinkSender
+
+    class DropsToTwo:
+        def __init__(self):
+            self.seen = []
+
+        def decide(self, obs):
+            return [16] * obs.window_len
+
+        def revise(self, obs):
+            self.seen.append(obs)
+            return [2] * obs.window_len if obs.measured_mbps < 10 else None
+
+    policy, records = DropsToTwo(), Records()
+    sender = LinkSender(0, LinkSpec(None, PACKET, policy, SHAPE), SourceSpec(TARGET, 8),
+                        ALLOWED, 4, records)
+    assert [sender.bits_for_next(0.0), sender.bits_for_next(1.0)] == [16, 16]
+    assert policy.seen == []  # nothing delivered in this window yet: nothing to revise on
+    sender.delivered(PACKET[16], PACKET[16] * 8 / 5e6)  # at 5 Mbit/s
+    assert sender.bits_for_next(2.0) == 2
+    obs = policy.seen[0]
+    assert obs.window_len == 2 and obs.bits_last_window == (16, 16)
+    assert obs.measured_mbps == pytest.approx(5.0) and obs.bytes_sent == PACKET[16]
+    assert sender.bits_for_next(3.0) == 2
+    assert records.windows[0].bits == [16, 16, 2, 2]
+    policy.revise = lambda obs: [3.0] * obs.window_len  # refused as decide's answers are
+    sender.bits_for_next(4.0)
+    sender.delivered(PACKET[16], 1.0)
+    with pytest.raises(ValueError, match="must be an int"):
+        sender.bits_for_next(5.0)
+
+
 def test_the_planner_refuses_meaningless_settings():
-    for params in ({"horizon": 0}, {"risk": 0.0}, {"prior": ()}, {"grid": 1}, {"hold": -1}):
+    for params in ({"horizon": 0}, {"risk": 0.0}, {"prior": ()}, {"grid": 1}, {"hold": -1},
+                   {"replan": 1.0}, {"replan": -0.1}):
         with pytest.raises(ValueError, match="planner"):
             PlannerPolicy(**params)
 
