@@ -27,7 +27,6 @@ from sim.comparison import (
     DEFAULT_POLICIES,
     RunFailed,
     compare,
-    link_count,
     optimum_feasible,
     plots,
     report,
@@ -76,10 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = config.replace(**changes) if changes else config
         policies = args.policies or [p for p in DEFAULT_POLICIES
                                      if p != "optimal" or optimum_feasible(config)]
-        if "optimal" in policies and not optimum_feasible(config):
-            raise ValueError(f"policy 'optimal' needs a one-link pipeline, this one has "
-                             f"{link_count(config)} links (the joint state space of its dynamic "
-                             "programme would be too large)")
         for policy in policies:
             with_policy(config, policy)
         engine = open_engine(args.backend, args.address, args.jobs)

@@ -63,8 +63,8 @@ def link_count(config: Config) -> int:
 
 
 def optimum_feasible(config: Config) -> bool:
-    """Whether `optimal` can run on this pipeline: its programme's state holds every stage's and
-    link's free time and every link's bits, which is small enough for one link only."""
+    """Whether comparisons run `optimal` on this pipeline: exact enough and fast enough on one
+    link only (with more, `sim.link_relaxation` gives a loose bound at minutes per trace)."""
     return link_count(config) == 1
 
 
@@ -73,10 +73,10 @@ def without_optimal_reason(links: int) -> str:
     if links == 1:
         return ("No `optimal` run among these policies, so shares of the optimum and gaps to "
                 "optimal are left empty.")
-    return (f"`optimal` is not run on this pipeline: with {links} links the "
-            "joint state space of its dynamic programme (every stage's and link's free time, "
-            "every link's bits) is too large, so shares of the optimum and gaps to optimal are "
-            "left empty.")
+    return (f"`optimal` is not run on this pipeline: with {links} links the joint dynamic "
+            "programme does not finish, and the bound from one relaxed programme per link "
+            "(`sim.link_relaxation`) is loose and takes minutes per trace (docs/policies.md), so "
+            "shares of the optimum and gaps to optimal are left empty.")
 
 
 class RunFailed(RuntimeError):

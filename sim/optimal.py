@@ -24,6 +24,9 @@ The plan the programme follows is then replayed exactly: its utility is reached 
 (`OptimalPolicy` feeds it to each link), and ``bound - value`` says how far from optimal the plan
 can be. With ``grid_s = 0`` states are only merged when identical and the programme is exact
 (bound == value): affordable on small cases, where tests check it against brute force.
+
+With several links the joint programme does not finish on real traces; `sim.link_relaxation`
+bounds them with one relaxed programme of this kind per link.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ class PipelineModel:
     utility: Utility
     actions: tuple[tuple[int, ...], ...]  # bits on every link, one tuple per choice
     values: tuple[float, ...]  # value of each action
+    relaxed: bool = False  # times are early (`sim.link_relaxation`): delivery in the better case
     source_times: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -88,6 +92,11 @@ class PipelineModel:
     def microbatches(self) -> int:
         return len(self.source_times)
 
+    @property
+    def bit_choices(self) -> tuple[int, ...]:
+        """Every bitwidth some action uses, smallest first."""
+        return tuple(sorted({b for action in self.actions for b in action}))
+
 
 @dataclass(frozen=True)
 class Solution:
@@ -99,11 +108,12 @@ class Solution:
     grid_s: float
     largest_state_count: int
     seconds: float
+    method: str = "joint"  # or "links": the bound of `sim.link_relaxation`
 
     def summary(self) -> dict[str, Any]:
         return {
-            "bound": self.bound, "plan_value": self.value, "gap": self.bound - self.value,
-            "grid_s": self.grid_s, "microbatches": len(self.plan),
+            "method": self.method, "bound": self.bound, "plan_value": self.value,
+            "gap": self.bound - self.value, "grid_s": self.grid_s, "microbatches": len(self.plan),
             "largest_state_count": self.largest_state_count, "seconds": self.seconds,
         }
 
@@ -157,7 +167,7 @@ def solve(model: PipelineModel, grid_s: float = DEFAULT_GRID_S) -> Solution:
     n_links, n_actions = len(model.links), len(model.actions)
     values = np.array(model.values)
     u = model.utility
-    exact = grid_s == 0
+    exact = grid_s == 0 and not model.relaxed
     # per action: stage work, link bits and latency, in the simulator's order of operations
     work = np.empty((n_links + 1, n_actions))
     for k in range(n_links + 1):

@@ -321,9 +321,9 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
         "windows, summary, plot) are under `runs/report/` after it runs.",
         "",
         "Policies: " + ", ".join(f"`{p}`" for p in spec.policies) + ". " + POLICY_NOTES
-        + " `optimal` runs on one-link pipelines only: with more links the joint state space of "
-        "its dynamic programme is too large, so those pipelines' shares of the optimum are "
-        "empty.",
+        + " `optimal` runs on one-link pipelines only: with more links the joint dynamic "
+        "programme does not finish and the per-link bound (`sim.link_relaxation`) is loose, so "
+        "those pipelines' shares of the optimum are empty.",
         "",
         "Trace folders: " + ", ".join(f"`{name}` ({count(len(spec.traces(name)), 'trace')})"
                                       for name in spec.folders) + ".",

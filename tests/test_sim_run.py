@@ -166,11 +166,22 @@ def test_compare_refuses_bad_policies_before_running(tmp_path, step_trace, capsy
     assert compare.main([str(step_trace), "--policies", "quantpipe,greedy",
                          "--out", str(tmp_path)]) == 2
     assert "greedy" in capsys.readouterr().err
+
+
+def test_compare_runs_the_per_link_bound_on_several_links_only_when_asked(tmp_path, step_trace):
+    from quantpipe_core.config import load_config
+    from sim import compare
+    from sim.comparison import optimum_feasible
+
     three = tmp_path / "three.toml"
     three.write_text('[model]\nname = "digits-vit"\n' + "[[devices]]\n" * 3)
-    assert compare.main([str(step_trace), "--policies", "optimal", "--config", str(three),
-                         "--out", str(tmp_path)]) == 2
-    assert "'optimal' needs a one-link pipeline, this one has 2 links" in capsys.readouterr().err
+    assert not optimum_feasible(load_config(three))  # so not among the default policies
+    assert compare.main([str(step_trace), "--config", str(three), "--duration", "10", "--jobs", "1",
+                         "--policies", "optimal,fixed:2", "--out", str(tmp_path)]) == 0
+    (summary,) = tmp_path.glob("*optimal*/summary.json")
+    optimum = json.loads(summary.read_text())["optimal"]
+    assert optimum["method"] == "links"
+    assert optimum["bound"] >= optimum["plan_value"]
 
 
 def test_compare_refuses_training_globs_that_match_no_trace(tmp_path, step_trace, capsys):
