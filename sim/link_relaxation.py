@@ -28,6 +28,7 @@ plan the simulator runs, and ``bound - value`` says how far from optimal it can 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -91,8 +92,12 @@ def _cheapest(seconds: dict[int, float]) -> dict[int, float]:
     return dict.fromkeys(seconds, least)
 
 
-def solve_by_links(model: PipelineModel, grid_s: float = DEFAULT_GRID_S) -> Solution:
-    """The bound and plan of the module docstring."""
+def solve_by_links(
+    model: PipelineModel,
+    grid_s: float = DEFAULT_GRID_S,
+    on_progress: Callable[[float], None] | None = None,
+) -> Solution:
+    """The bound and plan of the module docstring; `on_progress` as `sim.optimal.solve`'s."""
     began = time.perf_counter()
     n_links = len(model.links)
     per_link, slack = split_values(model)
@@ -108,7 +113,10 @@ def solve_by_links(model: PipelineModel, grid_s: float = DEFAULT_GRID_S) -> Solu
                 continue
             key = (k, float(lam[k]))
             if key not in solved:
-                solved[key] = solve(relaxed_model(model, k, lam[k], per_link[k]), grid_s)
+                done = len(solved) / (2 * n_links)  # programmes: k at full and uniform weight
+                report = None if on_progress is None else (
+                    lambda share, done=done: on_progress(done + share / (2 * n_links)))
+                solved[key] = solve(relaxed_model(model, k, lam[k], per_link[k]), grid_s, report)
                 largest = max(largest, solved[key].largest_state_count)
             total += solved[key].bound
         bounds.append(total)

@@ -159,8 +159,13 @@ def _encode(model: PipelineModel, stage: int, bits: Sequence[int]) -> float:
     return model.stages[stage].encode_s.get(bits[stage], 0.0)
 
 
-def solve(model: PipelineModel, grid_s: float = DEFAULT_GRID_S) -> Solution:
-    """The programme described in the module's docstring."""
+def solve(
+    model: PipelineModel,
+    grid_s: float = DEFAULT_GRID_S,
+    on_progress: Callable[[float], None] | None = None,
+) -> Solution:
+    """The programme described in the module's docstring; `on_progress` gets the share of
+    microbatches done, about every hundredth (a long trace takes minutes)."""
     if grid_s < 0 or not math.isfinite(grid_s):
         raise ValueError(f"grid_s must be a finite number >= 0, got {grid_s}")
     began = time.perf_counter()
@@ -187,7 +192,10 @@ def solve(model: PipelineModel, grid_s: float = DEFAULT_GRID_S) -> Solution:
     chosen: list[np.ndarray] = []
     largest = 1
     end_s = model.duration_s
+    every = max(model.microbatches // 100, 1)
     for n, t_source in enumerate(model.source_times):
+        if on_progress is not None and n % every == 0:
+            on_progress(n / model.microbatches)
         count = len(score)
         parent = np.repeat(np.arange(count), n_actions)
         action = np.tile(np.arange(n_actions), count)

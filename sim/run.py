@@ -49,8 +49,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         raise SystemExit(refuse(PROG, error, args)) from None
     try:
-        with tqdm(total=100, desc="simulating", unit="%", leave=False) as bar:
-            result = simulate(config, args.trace, on_progress=lambda _now: bar.update(1))
+        with tqdm(total=100, desc="simulating", unit="%", leave=False) as bar, \
+                tqdm(total=100, desc="solving the optimum", unit="%", leave=False,
+                     disable=config.policy.name != "optimal") as solving:
+            result = simulate(config, args.trace, on_progress=lambda _now: bar.update(1),
+                              on_solving=lambda share: solving.update(
+                                  round(100 * share) - solving.n))
     except Exception as error:
         if (refused := refusal(error, config)) is None:
             raise

@@ -58,8 +58,11 @@ def simulate(
     trace: str | Path | None = None,
     *,
     on_progress: Callable[[float], None] | None = None,
+    on_solving: Callable[[float], None] | None = None,
 ) -> SimResult:
-    """Simulate `config`; `trace` goes on every link whose config names no trace of its own."""
+    """Simulate `config`; `trace` goes on every link whose config names no trace of its own.
+    `on_progress` gets the simulated time now and then; `on_solving` the share of the offline
+    optimum's programme done, when the policy is `optimal`."""
     plan = resolve(config, trace)
     stages, links, source = build_specs(config, plan, sim_link_policy)
     duration = run_duration(config, plan.traces)
@@ -72,7 +75,7 @@ def simulate(
     if config.policy.name == "optimal":
         assert info.utility is not None
         solution = solve_optimal(config, stages, links, source, duration, info.utility,
-                                 info.accuracy_of)
+                                 info.accuracy_of, on_solving)
     records = Pipeline(
         stages, links, source, allowed_bits=config.quant.allowed_bits,
         window=config.policy.window, on_progress=on_progress,
@@ -102,6 +105,7 @@ def solve_optimal(
     duration_s: float,
     utility: Utility,
     accuracy_of: Callable[[Sequence[int]], float | None] | None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> Solution:
     """The offline optimum of this run's utility; each link's policy replays its column. With
     several links, the joint programme does not finish on real traces: the bound comes from one
@@ -114,7 +118,8 @@ def solve_optimal(
     params = dict(config.policy.params)
     if unknown := set(params) - {"grid_s"}:
         raise ValueError(f"policy 'optimal' takes only grid_s, got {sorted(unknown)}")
-    solution = (solve if len(links) == 1 else solve_by_links)(model, **params)
+    solver = solve if len(links) == 1 else solve_by_links
+    solution = solver(model, **params, on_progress=on_progress)
     for k, link in enumerate(links):
         link.policy = OptimalPolicy([bits_[k] for bits_ in solution.plan])
     return solution

@@ -75,3 +75,9 @@ def test_the_simulator_replays_the_plan_and_no_policy_beats_the_bound():
     assert optimum["plan_value"] >= max(
         simulate(vit_base_4(f"fixed:{b}"), trace).summary["utility"]["value"]
         for b in (2, 4)) - 1e-12  # fixed bitwidths are among the plans it tries
+
+
+def test_the_bound_reports_its_progress_over_every_programme():
+    shares = []
+    solve_by_links(small_case(0, links=2, bits=(2, 8), microbatches=5), on_progress=shares.append)
+    assert shares == sorted(shares) and shares[0] == 0.0 and 0.75 <= shares[-1] < 1.0

@@ -113,3 +113,11 @@ def test_the_optimum_refuses_parameters_it_does_not_take():
     with pytest.raises(ValueError, match="grid_s must be a finite number >= 0"):
         simulate(digits_config("optimal", 0.1, 10.0).replace(**{"policy.params.grid_s": -1}),
                  trace)
+
+
+def test_the_programme_reports_its_progress_in_order():
+    shares = []
+    model = small_case(0, links=1, bits=(2, 4, 8), microbatches=7)
+    assert solve(model, on_progress=shares.append).bound == solve(model).bound
+    assert shares == sorted(shares) and len(shares) == model.microbatches
+    assert shares[0] == 0.0 and shares[-1] < 1.0
