@@ -1,7 +1,7 @@
 """Comparisons of policies on traces, the library behind ``python -m sim.compare`` and
 ``python -m sim.report``: every (trace, policy) run on an engine (`sim.engine`), each run
-measured against its trace's offline optimum (the `optimal` run's bound, `sim.optimal`, feasible
-for one-link pipelines only), policies ranked by mean utility over the held-out traces with a
+measured against its trace's offline optimum (the `optimal` run's bound, `sim.optimal`; by
+default on one-link pipelines only), policies ranked by mean utility over the held-out traces with a
 95 % bootstrap interval, and the Markdown, tables and plots of a comparison.
 """
 
