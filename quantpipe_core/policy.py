@@ -468,8 +468,8 @@ class PlannerPolicy:
         recent = [*obs.history_mbps, obs.measured_mbps]
         if self.learned is not None:
             return self.learned.rates(recent, obs.window_len * obs.budget_s, levels)
-        forecast = len(recent[-self.history :]) / sum(1 / max(r, 1e-9)
-                                                      for r in recent[-self.history :])
+        kept = recent[-self.history :]
+        forecast = len(kept) / sum(1 / max(r, 1e-9) for r in kept)
         if learn:
             if self.forecast is not None:
                 self.ratios.append(obs.measured_mbps / self.forecast)

@@ -81,11 +81,15 @@ class LinkSender:
         self.delivered_bytes += nbytes
         self.delivered_s += send_s
 
+    def _window_mbps(self) -> float:
+        """The rate the link delivered this window's packets at so far (something delivered)."""
+        return self.delivered_bytes * 8 / self.delivered_s / 1e6
+
     def _decide(self, now: float) -> None:
         if self.delivered_s > 0:
             if self.measured is not None:
                 self.history.append(self.measured)
-            self.measured = self.delivered_bytes * 8 / self.delivered_s / 1e6
+            self.measured = self._window_mbps()
         last = self.last_window
         obs = self._observation(now, self.window_index + 1, self.window, self.measured,
                                 self.history, tuple(last.bits) if last else ())
@@ -105,9 +109,8 @@ class LinkSender:
         window = self.last_window
         assert window is not None and window.used is not None
         history = [*self.history, self.measured] if self.measured is not None else self.history
-        obs = self._observation(now, self.window_index, len(self.schedule),
-                                self.delivered_bytes * 8 / self.delivered_s / 1e6, history,
-                                tuple(window.bits[: window.used]))
+        obs = self._observation(now, self.window_index, len(self.schedule), self._window_mbps(),
+                                history, tuple(window.bits[: window.used]))
         answer = self._ask(self.spec.policy.revise, obs, none_keeps=True)
         if answer is not None:
             self.schedule = answer
