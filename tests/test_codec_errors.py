@@ -194,6 +194,15 @@ def test_values_in_float32s_subnormal_range_stay_within_half_a_step(bits):
     assert (y.double() - values.double()).abs().max() <= step / 2 + rounding
 
 
+@pytest.mark.parametrize("method", ["ds-aciq", "mse"])
+def test_a_range_as_narrow_as_float32s_smallest_normal_number_is_histogrammed(method):
+    """Its histogram's scale (bins / width) overflows float32: the bins became NaN and
+    `bincount` raised (found by the codec's property tests)."""
+    x = torch.tensor([0.0, 1.1755e-38])
+    y = decode(encode(x, 1, method, transform="none", granularity="tensor", outliers=0))
+    assert (y - x).abs().max() <= 1.1755e-38 / 2
+
+
 def test_every_single_bit_flip_of_a_carry_frame_is_a_packet_error():
     """Tensor names and lengths are under a checksum too: a flip in a name was decoded as a
     renamed tensor (such as 'hiddeo') that the next stage did not know."""

@@ -16,6 +16,7 @@ import torch
 from quantpipe_core.quant import grid
 
 HISTOGRAM_BINS = 512
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 HISTOGRAM_SAMPLES = 1 << 16
 
 
@@ -116,8 +117,11 @@ def _bin_counts(values: torch.Tensor, lo: float, width: float, bins: int,
                 weights: torch.Tensor | None = None) -> np.ndarray:
     """Float64 counts (or sums of `weights`) of `values` in `bins` equal bins over [lo, lo +
     width], the ends included (values outside go to the end bins); `torch.bincount` of the bin
-    indices, which is several times faster than `torch.histc`."""
+    indices, which is several times faster than `torch.histc`. A range so narrow that its
+    scale overflows float32 (values near its smallest normal) is binned in float64."""
     scale = bins / width if width > 0 else 0.0
+    if scale >= FLOAT32_MAX:
+        values = values.double()
     index = torch.sub(values, lo).mul_(scale).clamp_(0, bins - 1).to(torch.int64)
     return torch.bincount(index, weights=weights, minlength=bins).double().numpy()
 
