@@ -27,6 +27,7 @@ CLIP_METHODS = {
 }
 TRANSFORMS = ("none", "hadamard")  # a transform's index is its code in the packet header
 GRANULARITIES = ("tensor", "token", "auto")
+LOSSLESS = ("none", "zstd")  # a lossless coder's index is its code in the packet header
 AUTO = "auto"  # outliers: the channels that fit in the payload's side budget (quant.scheme)
 # the default codec scheme, the one that measured best on the models' outputs (quant.Codec)
 CODEC_DEFAULTS = {"method": "ds-aciq", "transform": "hadamard", "granularity": AUTO,

@@ -55,13 +55,15 @@ def version_1(x: torch.Tensor, bits: int) -> bytes:
 
 def sample_packets() -> list[bytes]:
     """Packets of every kind: bitwidths, granularities, transforms, outliers, dtypes, shapes
-    (scalar and empty included) and format version 1."""
+    (scalar and empty included), coded payloads (version 3) and format version 1."""
     gen = torch.Generator().manual_seed(14)
 
     def t(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return torch.randn(*shape, generator=gen).to(dtype)
 
     plain = {"transform": "none", "granularity": "tensor"}
+    peaked = t(24, 32) * 0.01
+    peaked[:, 7], peaked[:, 9] = 30.0, -20.0  # min-max's grid mostly empty: coding shortens it
     return [
         *(encode(t(4, 8), bits, "minmax", **plain) for bits in (1, 3, 8, 16, 32)),
         encode(t(3, 5, 16), 4, "ds-aciq", granularity="token"),
@@ -73,6 +75,9 @@ def sample_packets() -> list[bytes]:
         encode(t(2, 8, dtype=torch.float16), 6),
         encode(t(2, 8, dtype=torch.bfloat16), 32),
         encode(t(2, 8, dtype=torch.float64), 12, granularity="token", outliers=1),
+        *(encode(peaked, bits, "minmax", lossless="zstd", **plain) for bits in (2, 4, 12)),
+        encode(peaked, 3, "minmax", lossless="zstd", transform="none", granularity="tensor",
+               outliers=1),
         version_1(t(5, 6), 3),
     ]
 
@@ -102,6 +107,8 @@ def field_offsets(packet: bytes) -> list[tuple[int, str]]:
     else:
         fields = [(offset, "B") for offset in range(4, 10)] + [(10, "I"), (14, "I")]
         at, k = 18, struct.unpack_from("<I", packet, 14)[0]
+        if version == 3:  # the coder's byte
+            fields, at = [*fields, (18, "B")], 19
     shape = [struct.unpack_from("<I", packet, offset)[0] for offset in slots(at, ndim)]
     fields += [(offset, "I") for offset in slots(at, ndim + k)]
     at += 4 * (ndim + k)
@@ -225,7 +232,7 @@ def test_forged_packets_with_valid_crcs_decode_to_finite_values_or_are_refused()
     assert seen["decoded"] > 0.05 * CASES["forged packets"]
     for check in ("header fields are invalid", "bytes where shape", "outlier channel indices",
                   "clip range is not finite", "too wide to undo the rotation",
-                  "float32 value is NaN", "is newer than"):
+                  "float32 value is NaN", "is newer than", "coded payload"):
         assert any(check in answer for answer in seen), check
 
 

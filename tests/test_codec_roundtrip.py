@@ -13,6 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from quantpipe_core.names import LOSSLESS
 from quantpipe_core.quant import (
     GRANULARITIES,
     METHODS,
@@ -43,16 +44,19 @@ codecs = st.builds(
     granularity=granularities,
     outliers=st.one_of(st.integers(0, 3), st.just("auto")),
     seed=st.integers(0, 2**32 - 1),
+    lossless=st.sampled_from(LOSSLESS),
 )
 cases = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-HEADER = 18  # version 2's fixed header, before the shape
+HEADER = 18  # version 2's fixed header, before the shape; version 3 adds the coder's byte
 
 
 def read_packet(packet: bytes) -> dict:
-    """The fields of a version-2 packet, read from the layout documented in `wire.py`."""
-    _, _, _, bits, gran, ndim, transform, seed, k = struct.unpack_from("<4sBBBBBBII", packet)
-    shape = struct.unpack_from(f"<{ndim}I", packet, HEADER)
-    offset = HEADER + 4 * ndim
+    """The fields of a version-2 or 3 packet, read from the layout documented in `wire.py`."""
+    _, version, _, bits, gran, ndim, transform, seed, k = struct.unpack_from("<4sBBBBBBII",
+                                                                              packet)
+    header = HEADER + (version == 3)
+    shape = struct.unpack_from(f"<{ndim}I", packet, header)
+    offset = header + 4 * ndim
     channels = np.frombuffer(packet, "<u4", count=k, offset=offset).astype(np.int64)
     offset += 4 * k
     rows = math.prod(shape) // shape[-1] if shape and math.prod(shape) else 1
@@ -113,8 +117,33 @@ def test_values_come_back_within_half_a_step_of_their_grid(x, bits, codec):
 @cases
 @given(x=tensors, bits=st.one_of(bitwidths, st.just(32)), codec=codecs)
 def test_wire_size_is_exact_for_every_option(x, bits, codec):
+    """Exact with bit-planes; with a lossless coder, the exact worst case: the packet is the
+    bit-planes' one, or a coded one (version 3) that is shorter."""
     packet = encode(x, bits, **codec.options())
-    assert len(packet) == wire_size(tuple(x.shape), bits, **codec.options())
+    size = wire_size(tuple(x.shape), bits, **codec.options())
+    assert len(packet) == size or (codec.lossless != "none" and packet[4] == 3
+                                   and len(packet) < size)
+
+
+@cases
+@given(x=tensors, bits=st.one_of(bitwidths, st.just(32)), codec=codecs)
+def test_a_lossless_coder_changes_the_bytes_not_the_values(x, bits, codec):
+    planes = encode(x, bits, **codec.with_options(lossless="none").options())
+    for name in LOSSLESS:
+        coded = encode(x, bits, **codec.with_options(lossless=name).options())
+        assert coded == planes or len(coded) < len(planes)
+        assert torch.equal(decode(coded), decode(planes))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8, 12, 16])
+def test_zstd_shortens_a_peaked_tensor_and_records_it_in_version_3(bits):
+    x = torch.distributions.Laplace(0.0, 0.1).sample((16, 64))
+    x[:, 3] *= 50.0  # an outlier channel: min-max's grid is mostly empty
+    plain = {"method": "minmax", "transform": "none", "granularity": "tensor"}
+    coded = encode(x, bits, lossless="zstd", **plain)
+    assert coded[4] == 3 and coded[HEADER] == LOSSLESS.index("zstd")
+    assert len(coded) < 0.9 * wire_size(x.shape, bits, lossless="zstd", **plain)
+    assert torch.equal(decode(coded), decode(encode(x, bits, **plain)))
 
 
 @given(numel=st.integers(0, 5000), bits=bitwidths)
@@ -213,6 +242,7 @@ def test_version_1_damage_is_still_detected():
     ("outliers", 1.5, "outliers must be a non-negative integer"),
     ("seed", 2**32, "seed must be an integer"),
     ("seed", "7", "seed must be an integer"),
+    ("lossless", "gzip", "unknown lossless 'gzip'"),
 ])
 def test_bad_options_are_refused_naming_the_option(option, value, message):
     with pytest.raises(ValueError, match=message):
@@ -260,10 +290,10 @@ def test_foreign_bytes_are_named_foreign():
 
 def test_a_future_version_asks_for_an_upgrade():
     packet = bytearray(encode(torch.randn(3, 5), 4))
-    packet[4] = 3
+    packet[4] = 4
     body = bytes(packet[:-4])
     future = body + struct.pack("<I", zlib.crc32(body))
-    with pytest.raises(PacketError, match="version 3 is newer"):
+    with pytest.raises(PacketError, match="version 4 is newer"):
         decode(future)
 
 

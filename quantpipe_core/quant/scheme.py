@@ -13,6 +13,9 @@ The options, each recorded in the packet so that `decode` needs nothing else:
   `"auto"`, as many as fit in what the ranges leave of a tenth of the payload
   (`budgeted_outliers`), with a fixed granularity none;
 - `seed`: the rotation's random signs;
+- `lossless`: `"none"` sends the indices as bit-planes, `"zstd"` codes them losslessly where
+  that makes the packet shorter (`lossless.py`); values are the same either way, so labels and
+  accuracy profiles leave it out;
 - `dist`, `pct`: passed to the ACIQ fits and to `percentile`.
 
 A label names the options that change bytes or values: ``method/transform/granularity`` plus
@@ -33,6 +36,7 @@ from quantpipe_core.names import (
     AUTO,
     CODEC_DEFAULTS,
     GRANULARITIES,
+    LOSSLESS,
     TRANSFORMS,
     check_choice,
     codec_label,
@@ -58,6 +62,7 @@ class Codec:
     granularity: str = CODEC_DEFAULTS["granularity"]
     outliers: int | str = CODEC_DEFAULTS["outliers"]
     seed: int = 0
+    lossless: str = "none"
     dist: str = "auto"
     pct: float = 99.99
 
@@ -65,6 +70,7 @@ class Codec:
         check_choice("clipping method", self.method, METHODS)
         check_choice("transform", self.transform, TRANSFORMS)
         check_choice("granularity", self.granularity, GRANULARITIES)
+        check_choice("lossless", self.lossless, LOSSLESS)
         check_choice("dist", self.dist, DISTRIBUTIONS)
         if self.outliers != AUTO and (
             isinstance(self.outliers, bool) or not isinstance(self.outliers, int | np.integer)

@@ -21,6 +21,10 @@ Layout of format version 2, little-endian:
     ...     payload     the outlier channels' values, 16-bit indices on their own min-max grid
     end-4   4           CRC32 of every byte before it
 
+Version 3 is version 2 with one more header byte, 18: the lossless coder of the payload (1
+zstd, `lossless.py`); its payload is the coded grid indices, as long as the packet's length says.
+`encode` writes it only where it is shorter than the version-2 packet of the same tensor, so
+`wire_size` (the version-2 size) stays the exact worst case; without a coder it writes version 2.
 Version 1 (still decoded) is version 2 without bytes 9..17 and without outliers. At 32 bits the
 options are recorded as none. Magic and version come first and the CRC last in every version,
 so a decoder can always tell a foreign packet, a future one and a damaged one apart. No pickle:
@@ -38,8 +42,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from quantpipe_core.names import FLOAT_BITS, TRANSFORMS, check_bits, is_bits
-from quantpipe_core.quant import grid, packing
+from quantpipe_core.names import FLOAT_BITS, LOSSLESS, TRANSFORMS, check_bits, is_bits
+from quantpipe_core.quant import grid, lossless, packing
 from quantpipe_core.quant.clipping import (
     RANGE_GROUPS,
     as_groups,
@@ -58,11 +62,14 @@ from quantpipe_core.quant.scheme import (
 from quantpipe_core.quant.transform import fits_rotation, rotate, unrotate
 
 MAGIC = b"QPAQ"
-VERSION = 2
+VERSION = 3  # the newest this decoder reads
+PLANES_VERSION = 2  # what `encode` writes for bit-planes
+CODED_VERSION = 3  # what it writes for a coded payload
 MAX_NDIM = 8
 TENSOR_LIMIT = 2**63
 _PREFIX_V1 = struct.Struct("<4sBBBBB")
 _PREFIX = struct.Struct("<4sBBBBBBII")
+_PREFIX_V3 = struct.Struct("<4sBBBBBBIIB")
 _CRC = struct.Struct("<I")
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -99,6 +106,7 @@ class Layout:
     transform: str
     seed: int
     outliers: int
+    lossless: str = "none"  # the coder asked for; version 3 packets record it
 
     @property
     def numel(self) -> int:
@@ -120,17 +128,35 @@ class Layout:
 
     @property
     def header_size(self) -> int:
-        prefix = _PREFIX_V1.size if self.version == 1 else _PREFIX.size
+        prefix = {1: _PREFIX_V1, 2: _PREFIX, 3: _PREFIX_V3}[self.version].size
         return prefix + 4 * len(self.shape) + 4 * self.outliers
 
     @property
-    def size(self) -> int:
+    def planes_size(self) -> int:
+        """Bytes of the grid indices as bit-planes (of the float32 values at 32 bits)."""
         if self.bits == FLOAT_BITS:
-            return self.header_size + 4 * self.numel + _CRC.size
-        body = 8 * self.groups + packing.payload_size(self.numel, self.bits)
+            return 4 * self.numel
+        return packing.payload_size(self.numel, self.bits)
+
+    @property
+    def fixed_size(self) -> int:
+        """Bytes of everything but the grid indices' payload."""
+        if self.bits == FLOAT_BITS:
+            return self.header_size + _CRC.size
+        body = 8 * self.groups
         if self.outliers:
             body += 8 + packing.payload_size(self.rows * self.outliers, OUTLIER_BITS)
         return self.header_size + body + _CRC.size
+
+    @property
+    def size(self) -> int:
+        """The packet's bytes with its indices as bit-planes: exact for versions 1 and 2."""
+        return self.fixed_size + self.planes_size
+
+    @property
+    def planes_layout(self) -> Layout:
+        """The version-2 layout of the same tensor: a coded packet must be shorter."""
+        return replace(self, version=PLANES_VERSION)
 
 
 def _layout(shape: Sequence[int], bits: int, codec: Codec, dtype: torch.dtype) -> Layout:
@@ -139,14 +165,15 @@ def _layout(shape: Sequence[int], bits: int, codec: Codec, dtype: torch.dtype) -
     if granularity == "token" and not shape:
         raise ValueError("granularity 'token' needs a tensor with at least one dimension")
     if bits == FLOAT_BITS:
-        return Layout(VERSION, dtype, bits, "tensor", shape, "none", 0, 0)
-    return Layout(VERSION, dtype, bits, granularity, shape, codec.transform, codec.seed,
-                  outlier_count(shape, bits, codec))
+        return Layout(PLANES_VERSION, dtype, bits, "tensor", shape, "none", 0, 0)
+    return Layout(PLANES_VERSION, dtype, bits, granularity, shape, codec.transform, codec.seed,
+                  outlier_count(shape, bits, codec), codec.lossless)
 
 
 def wire_size(shape: Sequence[int], bits: int, **options: object) -> int:
     """Exact length in bytes of what `encode` returns for a tensor of `shape` with `options`
-    (those of `encode`; the defaults are `scheme.DEFAULT`'s)."""
+    (those of `encode`; the defaults are `scheme.DEFAULT`'s); with a `lossless` coder, the
+    exact worst case (`encode` codes the payload only where that makes the packet shorter)."""
     bits = check_bits(bits, allow_float=True)
     return _layout(shape, bits, Codec(**options), torch.float32).size
 
@@ -154,9 +181,9 @@ def wire_size(shape: Sequence[int], bits: int, **options: object) -> int:
 def encode(x: torch.Tensor, bits: int, method: str = "ds-aciq", **options: object) -> bytes:
     """Quantize `x` to `bits` bits and pack it for the wire.
 
-    `options` are `Codec`'s fields: `transform`, `granularity`, `outliers`, `seed`, `dist`,
-    `pct`; any left out take the defaults (`scheme.DEFAULT`). `bits` 32 sends float32 values as
-    they are. Values outside a clip range saturate to its ends.
+    `options` are `Codec`'s fields: `transform`, `granularity`, `outliers`, `seed`, `lossless`,
+    `dist`, `pct`; any left out take the defaults (`scheme.DEFAULT`). `bits` 32 sends float32
+    values as they are. Values outside a clip range saturate to its ends.
     """
     bits = check_bits(bits, allow_float=True)
     codec = Codec(method=method, **options)
@@ -182,18 +209,32 @@ def encode(x: torch.Tensor, bits: int, method: str = "ds-aciq", **options: objec
         apart_payload = packing.pack(apart_stats.quantize(lo, hi, OUTLIER_BITS), OUTLIER_BITS)
     layout, stats = _grid_stats(x32, layout, indices)
     lo, hi = group_ranges(stats, bits, clip_method(codec.method, dist=codec.dist, pct=codec.pct))
+    layout, payload = _payload(stats.quantize(lo, hi, bits), layout)
     return _sealed([_header(layout), channels, np.stack([lo, hi], axis=1).astype("<f4").tobytes(),
-                    apart_range, packing.pack(stats.quantize(lo, hi, bits), bits),
-                    apart_payload])
+                    apart_range, payload, apart_payload])
+
+
+def _payload(q: torch.Tensor, layout: Layout) -> tuple[Layout, bytes]:
+    """The indices' payload and the layout that says how it is written: coded (version 3) where
+    the layout asks for a coder and the packet comes out shorter than with bit-planes."""
+    if layout.lossless != "none":
+        coded = lossless.coder(layout.lossless).encode(q, layout.bits)
+        coded_layout = replace(layout, version=CODED_VERSION)
+        if coded_layout.fixed_size + len(coded) < layout.size:
+            return coded_layout, coded
+    return replace(layout, version=PLANES_VERSION), packing.pack(q, layout.bits)
 
 
 def _header(layout: Layout) -> bytes:
-    """The version-2 header fields of `layout`, shape included."""
-    return _PREFIX.pack(
-        MAGIC, VERSION, _DTYPES.index(layout.dtype), layout.bits,
-        RANGE_GROUPS.index(layout.granularity), len(layout.shape),
-        TRANSFORMS.index(layout.transform), layout.seed, layout.outliers,
-    ) + struct.pack(f"<{len(layout.shape)}I", *layout.shape)
+    """The header fields of `layout` (version 2 or 3), shape included."""
+    fields = (MAGIC, layout.version, _DTYPES.index(layout.dtype), layout.bits,
+              RANGE_GROUPS.index(layout.granularity), len(layout.shape),
+              TRANSFORMS.index(layout.transform), layout.seed, layout.outliers)
+    if layout.version == CODED_VERSION:
+        prefix = _PREFIX_V3.pack(*fields, LOSSLESS.index(layout.lossless))
+    else:
+        prefix = _PREFIX.pack(*fields)
+    return prefix + struct.pack(f"<{len(layout.shape)}I", *layout.shape)
 
 
 def _sealed(parts: list[bytes]) -> bytes:
@@ -253,21 +294,35 @@ def decode(data: bytes | bytearray | memoryview) -> torch.Tensor:
     (stored_crc,) = _CRC.unpack_from(view, n - _CRC.size)
     if zlib.crc32(view[: n - _CRC.size]) != stored_crc:
         layout = _parse_layout(view)
-        if layout is not None and n < layout.size:
+        least = None if layout is None else (
+            layout.fixed_size if layout.version == CODED_VERSION else layout.size)
+        if least is not None and n < least:
             raise TruncatedPacket(f"truncated packet: {n} bytes, its header announces "
-                                  f"{layout.size}")
+                                  f"{'at least ' * (least != layout.size)}{least}")
         raise CorruptPacket(f"corrupt packet: CRC32 mismatch over {n} bytes")
     layout = _parse_layout(view)
     if layout is None:
         raise CorruptPacket("corrupt packet: the checksum holds but the header fields are invalid")
-    if n != layout.size:
+    _check_length(n, layout)
+    if layout.bits == FLOAT_BITS:
+        return _decode_floats(view, layout)
+    return _decode_grid(view, layout)
+
+
+def _check_length(n: int, layout: Layout) -> None:
+    """Refuse a packet whose length its layout cannot have: version 1 and 2 packets have one
+    length; a coded one is shorter than its bit-planes would be, and holds its fixed parts."""
+    if layout.version != CODED_VERSION and n != layout.size:
         raise CorruptPacket(
             f"corrupt packet: {n} bytes where shape {layout.shape} at {layout.bits} bits "
             f"takes {layout.size}"
         )
-    if layout.bits == FLOAT_BITS:
-        return _decode_floats(view, layout)
-    return _decode_grid(view, layout)
+    planes = layout.planes_layout.size
+    if layout.version == CODED_VERSION and not layout.fixed_size <= n < planes:
+        raise CorruptPacket(
+            f"corrupt packet: {n} bytes where a coded packet of shape {layout.shape} at "
+            f"{layout.bits} bits takes at least {layout.fixed_size} and less than {planes}"
+        )
 
 
 def _decode_floats(view: memoryview, layout: Layout) -> torch.Tensor:
@@ -289,8 +344,12 @@ def _decode_grid(view: memoryview, layout: Layout) -> torch.Tensor:
                            offset=offset).reshape(-1, 2)
     _check_ranges(ranges, layout)
     offset += 8 * len(ranges)
-    main_bytes = packing.payload_size(layout.numel, layout.bits)
-    q = packing.unpack(view[offset: offset + main_bytes], layout.numel, layout.bits)
+    main_bytes = len(view) - layout.fixed_size
+    try:
+        q = lossless.coder(layout.lossless).decode(view[offset: offset + main_bytes],
+                                                   layout.numel, layout.bits)
+    except lossless.CodingError as error:
+        raise CorruptPacket(f"corrupt packet: {error}") from None
     lo, hi = ranges[: layout.groups, 0].copy(), ranges[: layout.groups, 1].copy()
     per_group = layout.numel // layout.groups if layout.groups else 0
     y = grid.dequantize(q.reshape(layout.groups, per_group), lo, hi, layout.bits)
@@ -353,11 +412,17 @@ def _parse_layout(view: memoryview) -> Layout | None:
     version = view[4]
     if version == 1:
         _, _, dtype_code, bits, gran_code, ndim = _PREFIX_V1.unpack_from(view, 0)
-        transform_code, seed, outliers, prefix = 0, 0, 0, _PREFIX_V1.size
-    elif version == VERSION and len(view) >= _PREFIX.size + _CRC.size:
+        transform_code, seed, outliers, prefix, coder_code = 0, 0, 0, _PREFIX_V1.size, 0
+    elif version == PLANES_VERSION and len(view) >= _PREFIX.size + _CRC.size:
         (_, _, dtype_code, bits, gran_code, ndim, transform_code, seed,
          outliers) = _PREFIX.unpack_from(view, 0)
-        prefix = _PREFIX.size
+        prefix, coder_code = _PREFIX.size, 0
+    elif version == CODED_VERSION and len(view) >= _PREFIX_V3.size + _CRC.size:
+        (_, _, dtype_code, bits, gran_code, ndim, transform_code, seed, outliers,
+         coder_code) = _PREFIX_V3.unpack_from(view, 0)
+        prefix = _PREFIX_V3.size
+        if not 0 < coder_code < len(LOSSLESS) or bits == FLOAT_BITS:
+            return None  # version 3 is written only for a payload a coder shortened
     else:
         return None
     valid = (
@@ -374,11 +439,12 @@ def _parse_layout(view: memoryview) -> Layout | None:
     if not _holdable(shape):
         return None
     layout = Layout(version, _DTYPES[dtype_code], bits, RANGE_GROUPS[gran_code], shape,
-                    TRANSFORMS[transform_code], seed, outliers)
+                    TRANSFORMS[transform_code], seed, outliers, LOSSLESS[coder_code])
     if layout.granularity == "token" and ndim == 0:
         return None
     if outliers > max_outliers(shape) or (
-        version == VERSION and bits == FLOAT_BITS and (outliers or transform_code or gran_code)
+        version == PLANES_VERSION and bits == FLOAT_BITS
+        and (outliers or transform_code or gran_code)
     ):
         return None
     return layout
