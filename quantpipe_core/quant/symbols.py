@@ -15,9 +15,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_SPREAD_2 = np.array([sum(((b >> (2 * j)) & 3) << (8 * j) for j in range(4)) for b in range(256)],
-                     dtype="<u4")  # a byte of four 2-bit indices -> four bytes
-
 
 def per_byte(bits: int) -> int:
     """Indices a byte holds (none share bytes above 8 bits)."""
@@ -68,10 +65,20 @@ def from_bytes(data: bytes | memoryview, numel: int, bits: int) -> torch.Tensor:
         return torch.from_numpy(raw.copy())
     if k == 8:
         out = np.unpackbits(raw, bitorder="little")
-    elif k == 4:
-        out = np.take(_SPREAD_2, raw).view(np.uint8)
+    elif k == 4:  # a byte's four indices -> four bytes: bits 4-7 to the upper half, then 2-3
+        w = raw.astype("<u4")
+        _or_shifted_and_mask(w, 12, 0x000F000F)
+        _or_shifted_and_mask(w, 6, 0x03030303)
+        out = w.view(np.uint8)
     else:
         w = raw.astype("<u2")
-        mask = np.uint16(((1 << bits) - 1) * 0x0101)
-        out = ((w | (w << np.uint16(8 - bits))) & mask).view(np.uint8)
-    return torch.from_numpy(out[:numel].copy())
+        _or_shifted_and_mask(w, 8 - bits, ((1 << bits) - 1) * 0x0101)
+        out = w.view(np.uint8)
+    return torch.from_numpy(out[:numel])  # a fresh array: no copy
+
+
+def _or_shifted_and_mask(w: np.ndarray, shift: int, mask: int) -> None:
+    """``w = (w | w << shift) & mask`` in place, with one temporary."""
+    shifted = np.left_shift(w, w.dtype.type(shift))
+    w |= shifted
+    w &= w.dtype.type(mask)
