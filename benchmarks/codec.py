@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
@@ -27,6 +25,7 @@ from quantpipe_core.models import load_model
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.quant import DEFAULT, Codec, decode, encode
 from quantpipe_core.tasks import task_for
+from quantpipe_core.timing import medians_in_turns
 
 SHAPE = (8, 197, 768)
 PLAIN_MINMAX = "minmax/none/tensor"
@@ -48,19 +47,6 @@ def block_output(seed: int = 0) -> torch.Tensor:
 def post_gelu(seed: int = 1) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.nn.functional.gelu(2.0 * torch.randn(SHAPE, generator=gen))
-
-
-def medians_in_turns(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each call, timed one after another in `repeats` rounds (after one
-    warm-up round), so that load that comes and goes falls on all of them."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for round_ in range(repeats + 1):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            if round_:
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(seconds) for name, seconds in times.items()}
 
 
 def measure(x: torch.Tensor, bits: int, labels: list[str], repeats: int) -> list[dict]:

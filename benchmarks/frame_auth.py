@@ -13,11 +13,12 @@ from __future__ import annotations
 import argparse
 import secrets
 
-from benchmarks.codec import PLAIN_MINMAX, block_output, medians_in_turns
+from benchmarks.codec import PLAIN_MINMAX, block_output
 from quantpipe_core.cli import bits_list
 from quantpipe_core.models.carry import encode_carry
 from quantpipe_core.quant import DEFAULT
 from quantpipe_core.runtime.auth import Session
+from quantpipe_core.timing import medians_in_turns
 
 GOAL_SHARE = 0.05
 
