@@ -68,13 +68,14 @@ def check_registry(kind: str, registered: Iterable[str], names: Iterable[str]) -
 
 
 def codec_parts(label: str) -> dict[str, object]:
-    """The options a codec label ``method[/transform[/granularity]][/oK]`` names (`quant.Codec`);
-    those it leaves out are not in the result. A ValueError for a label of the wrong shape; the
-    values themselves are checked by `quant.Codec` and by the config."""
+    """The options a codec label ``method[/transform[/granularity]][/oK][+coder]`` names
+    (`quant.Codec`); those it leaves out are not in the result. A ValueError for a label of the
+    wrong shape; the values themselves are checked by `quant.Codec` and by the config."""
     if not isinstance(label, str) or not label:
         raise ValueError(f"a codec label is a string like 'ds-aciq/hadamard/auto', got {label!r}")
+    label, plus, coder = label.partition("+")
+    options: dict[str, object] = {"lossless": coder} if plus else {}
     parts = label.split("/")
-    options: dict[str, object] = {}
     if parts[-1].startswith("o") and parts[-1][1:].isdecimal() and len(parts) > 1:
         options["outliers"] = int(parts.pop()[1:])
     if len(parts) > 3:
@@ -97,11 +98,21 @@ def canonical_codec_label(label: str) -> str:
     check_choice("clipping method", parts["method"], CLIP_METHODS)
     check_choice("transform", parts["transform"], TRANSFORMS)
     check_choice("granularity", parts["granularity"], GRANULARITIES)
+    check_choice("lossless", parts.get("lossless", "none"), LOSSLESS)
     return codec_label(**parts)
 
 
-def codec_label(method: str, transform: str, granularity: str, outliers: int | str) -> str:
-    """A codec's label, ``method/transform/granularity[/oK]`` (`quant.Codec`): the outlier count
-    is named when it is a number, except none with a fixed granularity, where it is the rule."""
+def codec_label(method: str, transform: str, granularity: str, outliers: int | str,
+                lossless: str = "none") -> str:
+    """A codec's label, ``method/transform/granularity[/oK][+coder]`` (`quant.Codec`): the
+    outlier count is named when it is a number, except none with a fixed granularity, where it is
+    the rule; a lossless coder other than none follows a ``+``."""
     named = outliers != AUTO and (outliers or granularity == AUTO)
-    return f"{method}/{transform}/{granularity}" + (f"/o{outliers}" if named else "")
+    label = f"{method}/{transform}/{granularity}" + (f"/o{outliers}" if named else "")
+    return label + (f"+{lossless}" if lossless != "none" else "")
+
+
+def values_label(label: str) -> str:
+    """`label` without its lossless coder: the options that set the decoded values, by which
+    accuracy and compute profiles are keyed (a coder changes bytes, not values)."""
+    return label.partition("+")[0]

@@ -33,6 +33,7 @@ from quantpipe_core.names import (
     CLIP_METHODS,
     CODEC_DEFAULTS,
     GRANULARITIES,
+    LOSSLESS,
     TRACE_FORMATS,
     TRANSFORMS,
     bits_rule,
@@ -87,6 +88,10 @@ class QuantConfig:
         "granularity \"auto\", as many as fit in what the ranges leave of 10 % of the payload "
         "(none with a fixed granularity); 0: none"
     )))
+    lossless: str = field(default="none", metadata=spec(Choice(LOSSLESS), (
+        '"zstd" codes the grid indices losslessly (a Zstandard frame) where that shortens the '
+        'packet; fewer bytes on the link for some CPU on both stages; "none" sends bit-planes'
+    )))
     allowed_bits: tuple[int, ...] = field(default=(2, 3, 4, 6, 8, 16), metadata=spec(Bits(), (
         f"bitwidths a policy may pick, each {bits_rule(allow_float=True)}, distinct; sorted on "
         "load"
@@ -97,7 +102,8 @@ class QuantConfig:
     def codec(self) -> str:
         """The codec label (`quantpipe_core.quant.Codec`) these options name; profiles are keyed
         by it."""
-        return codec_label(self.clip, self.transform, self.granularity, self.outliers)
+        return codec_label(self.clip, self.transform, self.granularity, self.outliers,
+                           self.lossless)
 
 
 @dataclass(frozen=True)
@@ -179,7 +185,8 @@ class LinkConfig:
         "seconds of fixed latency per transfer, >= 0"
     )))
     codec: str = field(default="", metadata=spec(CodecLabel(), (
-        'this link\'s codec scheme as a label (e.g. "aciq/none/tensor", see [quant]); empty: '
+        'this link\'s codec scheme as a label (e.g. "aciq/none/tensor", "aciq/none/tensor+zstd" '
+        'with lossless coding, see [quant]); empty: '
         "[quant]'s, with which the partitioner sizes every link"
     )))
     payload_share: float = field(default=1.0, metadata=spec(Share(), (

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from quantpipe_core.names import FLOAT_BITS
+from quantpipe_core.names import FLOAT_BITS, values_label
 from quantpipe_core.profiles.files import read_profile, shipped_path
 
 SCHEMA = "quantpipe.accuracy/1"
@@ -70,8 +70,10 @@ class AccuracyProfile:
         return list(self.data["values"][self.metric])
 
     def measured(self, cut: str, method: str, metric: str | None = None) -> dict[int, float]:
-        """Measured bitwidth -> value at `cut` with `method` (empty if not measured)."""
-        table = self.data["values"][metric or self.metric].get(cut, {}).get(method, {})
+        """Measured bitwidth -> value at `cut` with `method` (empty if not measured); a lossless
+        coder in the label changes no value."""
+        table = self.data["values"][metric or self.metric].get(cut, {}).get(values_label(method),
+                                                                            {})
         return {int(bits): table[bits] for bits in sorted(table, key=int)}
 
     def value(self, cut: str, method: str, bits: int, metric: str | None = None) -> float | None:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from quantpipe_core.names import values_label
 from quantpipe_core.profiles.files import read_profile, shipped_path
 
 SCHEMA = "quantpipe.compute/1"
@@ -85,7 +86,8 @@ class ComputeProfile:
     def encode_s(
         self, cut: str, method: str, bits: int, microbatch: int, threads: int = 1
     ) -> float:
-        """Seconds to clip, quantize and pack the carry at `cut` (32 bits: framing and CRC)."""
+        """Seconds to clip, quantize and pack the carry at `cut` (32 bits: framing and CRC); a
+        lossless coder in `method`'s label is left out (its time: `profiles.lossless`)."""
         return self._codec(cut, method, bits, microbatch, threads, "encode_s")
 
     def decode_s(
@@ -98,7 +100,7 @@ class ComputeProfile:
         self, cut: str, method: str, bits: int, microbatch: int, threads: int, key: str
     ) -> float:
         table = self._threads(self.data["codec"], threads)
-        kind = cut_kind(cut)
+        kind, method = cut_kind(cut), values_label(method)
 
         def pick(row: dict[str, Any]) -> float:
             try:

@@ -14,12 +14,13 @@ The options, each recorded in the packet so that `decode` needs nothing else:
   (`budgeted_outliers`), with a fixed granularity none;
 - `seed`: the rotation's random signs;
 - `lossless`: `"none"` sends the indices as bit-planes, `"zstd"` codes them losslessly where
-  that makes the packet shorter (`lossless.py`); values are the same either way, so labels and
-  accuracy profiles leave it out;
+  that makes the packet shorter (`lossless.py`); values are the same either way, so accuracy
+  and compute profiles are keyed by the label without it (`values_label`);
 - `dist`, `pct`: passed to the ACIQ fits and to `percentile`.
 
 A label names the options that change bytes or values: ``method/transform/granularity`` plus
-``/oK`` for K outlier channels, e.g. ``ds-aciq/hadamard/auto``. Profiles are keyed by labels.
+``/oK`` for K outlier channels and ``+coder`` for a lossless coder, e.g. ``ds-aciq/hadamard/auto``
+or ``ds-aciq/hadamard/auto+zstd``. Profiles are keyed by labels.
 A shorter label takes the defaults for what it leaves out: ``minmax`` is ``minmax/hadamard/auto``
 (outliers by the budget); ``ds-aciq/hadamard/auto/o0`` sends none.
 """
@@ -94,7 +95,8 @@ class Codec:
 
     @property
     def label(self) -> str:
-        return codec_label(self.method, self.transform, self.granularity, self.outliers)
+        return codec_label(self.method, self.transform, self.granularity, self.outliers,
+                           self.lossless)
 
     def options(self) -> dict[str, object]:
         """Keyword arguments for `encode` and `wire_size`."""
