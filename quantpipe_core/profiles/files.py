@@ -28,7 +28,8 @@ def read_profile(path: str | Path, schema: str, kind: str) -> dict[str, Any]:
 
 
 def shipped_path(kind: str, model: str) -> Path | None:
-    """The shipped ``kind`` ("accuracy" or "compute") profile file of `model`, or ``None``."""
+    """The shipped ``kind`` ("accuracy", "compute" or "lossless") profile file of `model`, or
+    ``None``."""
     name = f"{profile_stem(model)}.json"
     path = resources.files("quantpipe_core.profiles") / kind / name
     return Path(str(path)) if path.is_file() else None
