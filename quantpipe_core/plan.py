@@ -20,14 +20,16 @@ import networkx as nx
 from quantpipe_core.config import SIM_ONLY_POLICIES, Config
 from quantpipe_core.models import StagedModel, load_model
 from quantpipe_core.models.carry import carry_wire_size, link_bytes
-from quantpipe_core.names import FLOAT_BITS
+from quantpipe_core.names import FLOAT_BITS, values_label
 from quantpipe_core.partition import partition
 from quantpipe_core.policy import Policy, make_policy
 from quantpipe_core.profiles import (
     AccuracyProfile,
     ComputeProfile,
+    LosslessProfile,
     shipped_accuracy_profile,
     shipped_compute_profile,
+    shipped_lossless_profile,
 )
 from quantpipe_core.results import RunInfo
 from quantpipe_core.trace import Trace, load_link_trace
@@ -53,12 +55,17 @@ class StageSpec:
 @dataclass
 class LinkSpec:
     """One link: its capacity trace (``None`` on a real link), packet sizes, and the sending
-    stage's policy."""
+    stage's policy.
+
+    With a lossless coder a packet's size depends on the data: ``packet_bytes`` is then the
+    lossless profile's mean (the worst case where the model has none) and
+    ``worst_packet_bytes`` the exact bound; without one both are the exact size."""
 
     trace: CapacityTrace | None
-    packet_bytes: Mapping[int, int]
+    packet_bytes: Mapping[int, int]  # expected (exact without a lossless coder)
     policy: Policy
     tensor_shape: tuple[int, ...]
+    worst_packet_bytes: Mapping[int, int] = field(default_factory=dict)  # empty: packet_bytes
     latency_s: float = 0.0
     accuracy_by_bits: Mapping[int, float | None] | None = None
     payload_share: float = 1.0  # of the trace's rate; protocol headers take the rest
@@ -87,6 +94,7 @@ class Plan:
     trace_paths: list[Path]
     cuts: list[str]
     accuracy: AccuracyProfile | None
+    lossless: LosslessProfile | None = None
 
 
 def resolve(
@@ -112,7 +120,20 @@ def resolve(
             paths.append(Path(path))
     cuts = choose_cuts(model, config, profiles, traces)
     accuracy = shipped_accuracy_profile(model.name)
-    return Plan(model, profiles, traces, paths, cuts, accuracy)
+    coded = any(has_coder(config.link_codec(k)) for k in range(len(cuts)))
+    lossless = shipped_lossless_profile(model.name) if coded else None
+    if coded and lossless is None and traces_needed:
+        raise ValueError(
+            f"a link codes losslessly but no lossless profile is shipped for {model.name!r}, so "
+            "the simulator cannot size its packets: measure one with `python -m "
+            f"quantpipe_core.lossless_profile --model {config.model.name}`, or send bit-planes"
+        )
+    return Plan(model, profiles, traces, paths, cuts, accuracy, lossless)
+
+
+def has_coder(label: str) -> bool:
+    """Whether a codec label names a lossless coder (``...+zstd``)."""
+    return values_label(label) != label
 
 
 @functools.lru_cache(maxsize=4)
@@ -224,24 +245,26 @@ def build_specs(
     bits = sorted({*config.quant.allowed_bits, FLOAT_BITS})
     stages = []
     for k, device in enumerate(config.devices):
-        profile, threads = plan.profiles[k], device.threads
         units = model.unit_names[bounds[k] : bounds[k + 1]]
         out_cut = plan.cuts[k] if k < len(plan.cuts) else None
         in_cut = plan.cuts[k - 1] if k > 0 else None
         stages.append(StageSpec(
-            compute_s=profile.stage_s(units, mb, threads),
-            encode_s={b: profile.encode_s(out_cut, config.link_codec(k), b, mb, threads)
+            compute_s=plan.profiles[k].stage_s(units, mb, device.threads),
+            encode_s={b: codec_s(config, plan, k, out_cut, k, b, "encode_s")
                       for b in bits} if out_cut else {},
-            decode_s={b: profile.decode_s(in_cut, config.link_codec(k - 1), b, mb, threads)
+            decode_s={b: codec_s(config, plan, k, in_cut, k - 1, b, "decode_s")
                       for b in bits} if in_cut else {},
         ))
     links = []
     for k, cut in enumerate(plan.cuts):
         specs, codec = model.carry_specs(cut, mb, config.model.tokens), config.link_codec(k)
+        worst = {b: carry_wire_size(specs, b, codec) for b in bits}
+        coder = lossless_at(plan, codec, 1.0)
         links.append(LinkSpec(
             trace=plan.traces[k] if plan.traces else None,
-            packet_bytes={b: carry_wire_size(specs, b, codec)
-                          for b in bits},
+            packet_bytes={b: round(n * coder.ratio(cut, codec, b)) for b, n in worst.items()}
+            if coder else worst,
+            worst_packet_bytes=worst,
             policy=make_policy_for(config, plan.traces[k] if plan.traces else None),
             tensor_shape=specs[0].shape,
             latency_s=config.links[k].latency_s,
@@ -261,6 +284,26 @@ def build_specs(
     for link in links:
         link.utility, link.compute_path_s = utility, path
     return stages, links, source
+
+
+def codec_s(config: Config, plan: Plan, stage: int, cut: str, link: int, bits: int,
+            key: str) -> float:
+    """Seconds stage `stage` spends per microbatch on the codec's `key` ("encode_s" or
+    "decode_s") for link `link` at `cut`: the compute profile's, plus a lossless coder's from
+    its profile."""
+    device, mb, codec = config.devices[stage], config.model.microbatch, config.link_codec(link)
+    seconds = getattr(plan.profiles[stage], key)(cut, codec, bits, mb, device.threads)
+    coder = lossless_at(plan, codec, device.speed)
+    return seconds + (getattr(coder, key)(cut, codec, bits, mb) if coder else 0.0)
+
+
+def lossless_at(plan: Plan, codec: str, speed: float) -> LosslessProfile | None:
+    """The lossless profile for a link sending with `codec` from a device of `speed`, or
+    ``None`` where the link sends bit-planes or the model has no profile (a real run: its
+    sender learns the sizes from the packets, `quantpipe_core.sender.PacketSizes`)."""
+    if not has_coder(codec) or plan.lossless is None:
+        return None
+    return plan.lossless.scaled(speed)
 
 
 def link_policy(config: Config, trace: Trace | None) -> Policy:

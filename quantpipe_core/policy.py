@@ -56,10 +56,13 @@ LEARNED_FORECAST = Path(__file__).with_name("forecast.json")  # scripts/train_fo
 class Observation:
     """What a sending stage measured over its last window; nothing from the future.
 
-    ``packet_bytes`` gives the exact bytes of one microbatch's packet on this link at each allowed
+    ``packet_bytes`` gives the bytes of one microbatch's packet on this link at each allowed
     bitwidth (`quantpipe_core.models.carry.carry_wire_size`): a ``.gelu`` cut also carries the
     residual and text models a padding mask, so ``tensor_shape`` (the main activation) alone does
-    not size the packet. ``accuracy_by_bits`` is the accuracy profile's value for this cut and
+    not size the packet. They are exact for bit-planes; with a lossless coder they are expected
+    sizes (`quantpipe_core.sender.PacketSizes`) and ``worst_packet_bytes`` the exact bound (the
+    same as ``packet_bytes`` without a coder, or where a test leaves it empty).
+    ``accuracy_by_bits`` is the accuracy profile's value for this cut and
     clipping method at each allowed bitwidth, or ``None`` where the model has no profile.
     ``measured_mbps`` is the last window's delivered rate (bytes sent over the time the link
     spent delivering them), ``None`` before anything was sent; ``history_mbps`` holds the windows
@@ -87,6 +90,7 @@ class Observation:
     queued_bytes: int = 0
     utility: Utility | None = None
     compute_path_s: float = 0.0
+    worst_packet_bytes: Mapping[int, int] = field(default_factory=dict)
 
     @property
     def budget_s(self) -> float:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from quantpipe_core.names import FLOAT_BITS
 from quantpipe_core.plan import LinkSpec, SourceSpec
 from quantpipe_core.policy import Observation, check_decision
 from quantpipe_core.results import Records, WindowRecord
@@ -36,6 +37,35 @@ class PolicyFailed(ValueError):
         return self.args[0]
 
 
+class PacketSizes:
+    """The bytes a packet is expected to take at each bitwidth on one link.
+
+    The link's prior (`LinkSpec.packet_bytes`: exact for bit-planes, a lossless profile's mean
+    with a coder) times a running ratio of the sizes sent to the prior's, never above the exact
+    worst case. One ratio per link, not per bitwidth: the data moves every bitwidth's coded size
+    together, so a bitwidth not sent for a while still follows it. float32 is never coded. With
+    bit-planes every size sent equals the prior, so the ratio stays 1 exactly.
+    """
+
+    SMOOTHING = 0.25  # weight of each packet sent in the running ratio
+
+    def __init__(self, prior: Mapping[int, int], worst: Mapping[int, int]) -> None:
+        self.prior, self.worst = dict(prior), dict(worst) or dict(prior)
+        self.ratio = 1.0
+
+    def sent(self, bits: int, nbytes: int) -> None:
+        """A packet of `nbytes` was encoded at `bits`."""
+        if bits != FLOAT_BITS and self.prior.get(bits):
+            self.ratio += self.SMOOTHING * (nbytes / self.prior[bits] - self.ratio)
+
+    def expected(self) -> dict[int, int]:
+        """Expected bytes of the next packet at each bitwidth."""
+        if self.ratio == 1.0:
+            return self.prior
+        return {b: n if b == FLOAT_BITS else min(round(n * self.ratio), self.worst[b])
+                for b, n in self.prior.items()}
+
+
 class LinkSender:
     """The sending side of a link: the policy's schedule and what the stage measured."""
 
@@ -51,6 +81,7 @@ class LinkSender:
         self.measured: float | None = None
         self.queued = 0  # packets waiting for the link
         self.queued_bytes = 0  # bytes handed to the link and not delivered yet (in flight too)
+        self.sizes = PacketSizes(spec.packet_bytes, spec.worst_packet_bytes)
         self.last_window: WindowRecord | None = None  # records.windows holds every link's
         self.expected_windows: int | None = None  # decisions this run will ask for, if known
         self.warned_slow = False
@@ -67,10 +98,11 @@ class LinkSender:
         self.last_window.used += 1
         return self.schedule.pop(0)
 
-    def enqueue(self, nbytes: int) -> None:
-        """A packet of `nbytes` now waits for the link."""
+    def enqueue(self, nbytes: int, bits: int) -> None:
+        """A packet of `nbytes`, encoded at `bits`, now waits for the link."""
         self.queued += 1
         self.queued_bytes += nbytes
+        self.sizes.sent(bits, nbytes)
 
     def dequeue(self) -> None:
         """A waiting packet went onto the link."""
@@ -132,7 +164,8 @@ class LinkSender:
             tensor_shape=self.spec.tensor_shape,
             allowed_bits=self.allowed,
             bits_last_window=bits_last,
-            packet_bytes=self.spec.packet_bytes,
+            packet_bytes=self.sizes.expected(),
+            worst_packet_bytes=self.sizes.worst,
             accuracy_by_bits=self.spec.accuracy_by_bits,
             queued_microbatches=self.queued,
             queued_bytes=self.queued_bytes,

@@ -147,7 +147,7 @@ class Pipeline:
                 if self.source.mode == "closed":
                     yield self.in_flight.put(1)
             else:
-                self.senders[k].enqueue(self.links[k].packet_bytes[bits])
+                self.senders[k].enqueue(self.links[k].packet_bytes[bits], bits)
                 yield self.outboxes[k].put((microbatch, bits))
 
     def _link(self, k: int):

@@ -126,6 +126,42 @@ def test_a_text_model_and_a_users_policy_run_on_real_links(tmp_path):
     assert result["measured_accuracy"] >= 0.99  # 16-bit links: the embeddings barely move
 
 
+def test_a_lossless_link_sends_fewer_bytes_for_the_same_predictions_and_expects_them(tmp_path):
+    """With ``lossless = "zstd"`` the frames shrink, the decoded values (so the predictions) do
+    not change, and the policy sees expected sizes within a tenth of those sent, with the
+    bit-planes' size as the exact worst case."""
+    seen = tmp_path / "seen.jsonl"
+    (tmp_path / "watch.py").write_text(
+        "import json\n"
+        "class Watch:\n"
+        "    def decide(self, obs):\n"
+        f"        with open({str(seen)!r}, 'a') as f:\n"
+        "            sizes = [obs.packet_bytes[4], obs.worst_packet_bytes[4]]\n"
+        "            f.write(json.dumps(sizes) + '\\n')\n"
+        "        return [4] * obs.window_len\n"
+    )
+    results = {}
+    for coder in ("none", "zstd"):
+        cfg = config(tmp_path, 2, "watch:Watch", mode="closed")
+        cfg.write_text(cfg.read_text() + f'[quant]\nlossless = "{coder}"\n')
+        seen.unlink(missing_ok=True)
+        out = tmp_path / coder
+        done = launch(cfg, out, "--microbatches", "64", pythonpath=tmp_path)
+        assert done.returncode == 0, done.stderr
+        sink = json.loads((out / "rank1.json").read_text())["sink"]
+        summary_ = json.loads((out / "summary.json").read_text())
+        per_microbatch = summary_["links"][0]["bytes"] / 64
+        results[coder] = (sink["predictions"], per_microbatch,
+                          [json.loads(line) for line in seen.read_text().splitlines()])
+    plain, coded = results["none"], results["zstd"]
+    assert coded[0] == plain[0]  # the same values decoded, so the same predictions
+    assert coded[1] < 0.95 * plain[1]
+    assert all(worst == plain[1] for _, worst in coded[2])  # bit-planes: the exact bound
+    assert all(expected == plain[1] for expected, _ in plain[2])  # exact without a coder
+    later = [expected for expected, _ in coded[2][2:]]
+    assert all(abs(expected - coded[1]) <= 0.10 * coded[1] for expected in later), later
+
+
 def test_an_image_model_without_labelled_data_gets_random_images_scored_by_nothing(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 

@@ -107,7 +107,7 @@ class Sender:
         """Queue a frame, waiting while the outbox is over its budget."""
         self.budget.take(len(frame))
         with self.lock:
-            self.link.enqueue(len(frame))
+            self.link.enqueue(len(frame), bits)
         self.outbox.put((microbatch, bits, frame))
 
     def close(self) -> None:

@@ -1,0 +1,175 @@
+"""Links that code losslessly (``+zstd``): configs and labels name it, lossless profiles size
+the packets and time the coder, and the sender's expected sizes follow what it sends."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+
+from quantpipe_core.config import load_config
+from quantpipe_core.models import load_model
+from quantpipe_core.models.carry import encode_carry
+from quantpipe_core.names import FLOAT_BITS, canonical_codec_label, codec_parts, values_label
+from quantpipe_core.plan import build_specs, resolve
+from quantpipe_core.profiles import LosslessProfile, shipped_lossless_profile
+from quantpipe_core.quant import Codec
+from quantpipe_core.sender import PacketSizes
+from quantpipe_core.tasks import task_for
+
+DEFAULT_LABEL = "ds-aciq/hadamard/auto"
+
+
+def config_file(tmp_path, model="minilm", cut="block2.out", quant="", links=""):
+    path = tmp_path / "run.toml"
+    path.write_text(textwrap.dedent(f"""
+        [model]
+        name = "{model}"
+        cuts = ["{cut}"]
+        [quant]
+        {quant}
+        [[links]]
+        {links}
+    """))
+    return path
+
+
+def test_a_label_names_its_coder_after_a_plus_and_profiles_are_keyed_without_it():
+    assert codec_parts("aciq/none/tensor+zstd") == {
+        "method": "aciq", "transform": "none", "granularity": "tensor", "lossless": "zstd"}
+    assert canonical_codec_label("aciq+zstd") == "aciq/hadamard/auto+zstd"
+    assert Codec.parse("minmax/none/tensor+zstd").label == "minmax/none/tensor+zstd"
+    assert Codec.parse("minmax/none/tensor").label == "minmax/none/tensor"
+    assert values_label("ds-aciq/hadamard/auto/o3+zstd") == "ds-aciq/hadamard/auto/o3"
+    with pytest.raises(ValueError, match="unknown lossless 'lz4'"):
+        canonical_codec_label("aciq+lz4")
+
+
+def test_quant_lossless_and_a_links_label_select_the_coder(tmp_path):
+    config = load_config(config_file(tmp_path, quant='lossless = "zstd"'))
+    assert config.link_codec(0) == f"{DEFAULT_LABEL}+zstd"
+    config = load_config(config_file(tmp_path, links='codec = "minmax/none/tensor+zstd"'))
+    assert config.link_codec(0) == "minmax/none/tensor+zstd"
+    with pytest.raises(ValueError, match="lossless"):
+        load_config(config_file(tmp_path, quant='lossless = "gzip"'))
+
+
+def profile(ratio=0.8, encode_s=0.004, decode_s=0.002):
+    entry = {"ratio": ratio, "ratio_max": ratio, "encode_s": encode_s, "decode_s": decode_s}
+    return LosslessProfile({"schema": "quantpipe.lossless/1", "model": "m", "coder": "zstd",
+                            "microbatch": 8, "cuts": {"block0.out": {DEFAULT_LABEL: {
+                                "2": entry, "8": {**entry, "ratio": 0.9}}}}})
+
+
+def test_a_lossless_profile_reads_the_nearest_bitwidth_and_scales_its_times():
+    coded = f"{DEFAULT_LABEL}+zstd"
+    lossless = profile()
+    assert lossless.ratio("block0.out", coded, 2) == 0.8
+    assert lossless.ratio("block0.out", coded, 4) == 0.8  # 2 is nearer than 8
+    assert lossless.ratio("block0.out", coded, 6) == 0.9
+    assert lossless.ratio("block0.out", coded, FLOAT_BITS) == 1.0  # float32 is never coded
+    assert lossless.encode_s("block0.out", coded, 2, 16) == pytest.approx(0.008)
+    assert lossless.scaled(2).decode_s("block0.out", coded, 2, 8) == pytest.approx(0.001)
+    assert lossless.encode_s("block0.out", coded, FLOAT_BITS, 8) == 0.0
+    with pytest.raises(ValueError, match=r"no cut 'block1\.out'.*lossless_profile --model m"):
+        lossless.ratio("block1.out", coded, 2)
+
+
+@pytest.mark.parametrize("model", ["minilm", "digits-vit"])
+def test_shipped_profiles_save_bytes_with_the_default_scheme_at_low_bitwidths(model):
+    """Every cut saves bytes at 2-4 bits, none ever costs more than the bit-planes (the codec
+    falls back to them), and the coder's time is recorded at every bitwidth."""
+    lossless = shipped_lossless_profile(model)
+    assert lossless is not None and lossless.data["coder"] == "zstd"
+    for cut in load_model(model).cut_ids:
+        for bits in (2, 3, 4):
+            assert lossless.ratio(cut, f"{DEFAULT_LABEL}+zstd", bits) < 1.0
+        for entry in lossless.data["cuts"][cut][DEFAULT_LABEL].values():
+            assert entry["ratio"] <= entry["ratio_max"] <= 1.0
+            assert entry["encode_s"] >= 0 and entry["decode_s"] >= 0
+
+
+def test_a_coded_link_sends_fewer_expected_bytes_and_pays_the_coder_on_both_stages(tmp_path):
+    plain = load_config(config_file(tmp_path))
+    coded = load_config(config_file(tmp_path, quant='lossless = "zstd"'))
+    stages_p, (link_p,), _ = build_specs(plain, resolve(plain, "traces/step-drop.csv"))
+    stages_c, (link_c,), _ = build_specs(coded, resolve(coded, "traces/step-drop.csv"))
+    assert link_c.worst_packet_bytes == link_p.packet_bytes  # the exact bound: bit-planes
+    assert link_c.packet_bytes[FLOAT_BITS] == link_p.packet_bytes[FLOAT_BITS]
+    for bits in (2, 3, 4, 6, 8):
+        assert link_c.packet_bytes[bits] < link_p.packet_bytes[bits]
+        assert stages_c[0].encode_s[bits] >= stages_p[0].encode_s[bits]
+        assert stages_c[1].decode_s[bits] >= stages_p[1].decode_s[bits]
+    assert link_c.accuracy_by_bits == link_p.accuracy_by_bits  # a coder changes no value
+
+
+def test_a_simulation_of_a_coded_link_needs_a_lossless_profile_and_a_real_run_does_not(tmp_path):
+    config = load_config(config_file(tmp_path, model="vit-base", cut="block5.out",
+                                     quant='lossless = "zstd"'))
+    with pytest.raises(ValueError, match="no lossless profile is shipped for 'vit-base'"):
+        resolve(config, "traces/step-drop.csv")
+    plan = resolve(config, traces_needed=False)
+    _, (link,), _ = build_specs(config, plan)
+    assert link.packet_bytes == link.worst_packet_bytes  # its sender learns the sizes
+
+
+def test_with_bit_planes_the_expected_sizes_stay_the_exact_ones():
+    exact = {2: 1000, 4: 2000, FLOAT_BITS: 16000}
+    sizes = PacketSizes(exact, exact)
+    for bits in (2, 4, FLOAT_BITS, 2):
+        sizes.sent(bits, exact[bits])
+    assert sizes.expected() == exact and sizes.ratio == 1.0
+
+
+def test_expected_sizes_follow_the_coded_sizes_sent_and_never_pass_the_worst_case():
+    prior, worst = {2: 800, 4: 1800, FLOAT_BITS: 16000}, {2: 1000, 4: 2000, FLOAT_BITS: 16000}
+    sizes = PacketSizes(prior, worst)
+    for _ in range(40):
+        sizes.sent(2, 400)  # the data compresses twice as well as the profile said
+    assert sizes.expected()[2] == pytest.approx(400, rel=0.01)
+    assert sizes.expected()[4] == pytest.approx(900, rel=0.01)  # follows, unsent
+    assert sizes.expected()[FLOAT_BITS] == 16000  # float32 is never coded
+    for _ in range(40):
+        sizes.sent(2, 1000)  # incompressible data: bit-planes, a quarter above the prior
+    assert sizes.expected()[2] == 1000
+    assert sizes.expected()[4] == 2000  # 1800 x 1.25, capped at the exact bound
+
+
+def padded_to(tokens):
+    """Sentences padded to `tokens`, the length the simulator sizes frames with: unpadded, a
+    frame's length follows its longest sentence, which no estimate from past frames knows."""
+    def pad(carry):
+        width = carry["input_ids"].shape[1]
+        return {name: torch.nn.functional.pad(tensor, (0, tokens - width))
+                for name, tensor in carry.items()}
+    return pad
+
+
+@pytest.mark.parametrize("model, cut", [("digits-vit", "block1.gelu"), ("minilm", "block2.out")])
+def test_expected_window_bytes_are_within_a_tenth_of_the_sent_on_held_out_data(
+        tmp_path, model, cut):
+    """The sender's expectation, from the shipped profile and the sizes sent so far, against
+    the frames of inputs the profile did not measure (its first 64 are skipped), in windows of
+    4 microbatches whose bitwidth changes every window (a policy on a trace switches less).
+    Sentences are padded to the config's length, so that only the coder's bytes vary."""
+    config = load_config(config_file(tmp_path, model=model, cut=cut, quant='lossless = "zstd"'))
+    _, (link,), _ = build_specs(config, resolve(config, "traces/like-norway-bus.csv"))
+    label = config.link_codec(0)
+    staged = load_model(model)
+    end = staged.cut_index(cut) + 1
+    task = task_for(staged, config.model.microbatch, 256, skip=64)
+    inputs_at_shape = padded_to(config.model.tokens) if model == "minilm" else lambda x: x
+    schedule = [2, 2, 3, 3, 4, 4, 6, 8]  # every bitwidth a policy may pick, in turn
+    sizes = PacketSizes(link.packet_bytes, link.worst_packet_bytes)
+    errors, window_expected, window_sent = [], 0, 0
+    for index, inputs in enumerate(task.microbatches):
+        bits = schedule[(index // 4) % len(schedule)]
+        sent = len(encode_carry(staged.run(inputs_at_shape(inputs), 0, end), bits, label))
+        window_expected += sizes.expected()[bits]
+        window_sent += sent
+        sizes.sent(bits, sent)
+        if index % 4 == 3:
+            errors.append(abs(window_expected - window_sent) / window_sent)
+            window_expected, window_sent = 0, 0
+    assert max(errors[1:]) <= 0.10, errors
