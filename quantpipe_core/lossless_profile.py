@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import statistics
 import sys
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ from quantpipe_core.models import Carry, StagedModel, load_model
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.names import LOSSLESS, bits_rule, values_label
 from quantpipe_core.profile import machine
-from quantpipe_core.profiles.files import profile_stem
+from quantpipe_core.profiles.files import write_profile
 from quantpipe_core.profiles.lossless import SCHEMA
 from quantpipe_core.tasks import task_for
 from quantpipe_core.timing import medians_in_turns
@@ -136,13 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         print(f"lossless_profile: {error}", file=sys.stderr)
         return 2
-    result["command"] = "python -m quantpipe_core.lossless_profile " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{profile_stem(model.name)}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_profile(result, args.out, "python -m quantpipe_core.lossless_profile", argv)
     return 0
 
 

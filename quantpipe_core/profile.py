@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import platform
 import sys
@@ -31,7 +30,7 @@ from quantpipe_core.models import Carry, SentenceTokenizer, StagedModel, load_mo
 from quantpipe_core.models.carry import decode_carry, encode_carry
 from quantpipe_core.names import bits_rule
 from quantpipe_core.profiles.compute import SCHEMA
-from quantpipe_core.profiles.files import profile_stem, read_profile
+from quantpipe_core.profiles.files import read_profile, write_profile
 from quantpipe_core.quant import METHODS
 from quantpipe_core.timing import median_s
 
@@ -219,13 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if units_from is not None:
         result["units_measured"] = units_from.get("created")
-    result["command"] = "python -m quantpipe_core.profile " + " ".join(
-        sys.argv[1:] if argv is None else argv
-    )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"{profile_stem(model.name)}.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {path}")
+    write_profile(result, args.out, "python -m quantpipe_core.profile", argv)
     return 0
 
 

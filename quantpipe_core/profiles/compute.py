@@ -30,13 +30,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from quantpipe_core.names import values_label
-from quantpipe_core.profiles.files import read_profile, shipped_path
+from quantpipe_core.profiles.files import DeviceProfile, shipped_path
 
 SCHEMA = "quantpipe.compute/1"
 
@@ -47,25 +46,11 @@ def cut_kind(cut: str) -> str:
 
 
 @dataclass(frozen=True)
-class ComputeProfile:
+class ComputeProfile(DeviceProfile):
     """A measured compute profile; see the module docstring for the file format."""
 
-    data: dict[str, Any]
-    speed: float = 1.0
-
-    @classmethod
-    def from_file(cls, path: str | Path, speed: float = 1.0) -> ComputeProfile:
-        return cls(read_profile(path, SCHEMA, "compute"), speed)
-
-    def scaled(self, speed: float) -> ComputeProfile:
-        """The same profile on a device `speed` times as fast as the profiling machine."""
-        if not speed > 0:
-            raise ValueError(f"device speed must be positive, got {speed}")
-        return ComputeProfile(self.data, self.speed * speed)
-
-    @property
-    def model(self) -> str:
-        return self.data["model"]
+    SCHEMA = SCHEMA
+    KIND = "compute"
 
     @property
     def unit_names(self) -> list[str]:

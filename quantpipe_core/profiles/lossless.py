@@ -29,35 +29,19 @@ size and divide by the device's ``speed``; ratios do not depend on either.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 from quantpipe_core.names import FLOAT_BITS, codec_parts, values_label
-from quantpipe_core.profiles.files import read_profile, shipped_path
+from quantpipe_core.profiles.files import DeviceProfile, shipped_path
 
 SCHEMA = "quantpipe.lossless/1"
 
 
 @dataclass(frozen=True)
-class LosslessProfile:
+class LosslessProfile(DeviceProfile):
     """A measured lossless profile; see the module docstring for the file format."""
 
-    data: dict[str, Any]
-    speed: float = 1.0
-
-    @classmethod
-    def from_file(cls, path: str | Path, speed: float = 1.0) -> LosslessProfile:
-        return cls(read_profile(path, SCHEMA, "lossless"), speed)
-
-    def scaled(self, speed: float) -> LosslessProfile:
-        """The same profile on a device `speed` times as fast as the profiling machine."""
-        if not speed > 0:
-            raise ValueError(f"device speed must be positive, got {speed}")
-        return LosslessProfile(self.data, self.speed * speed)
-
-    @property
-    def model(self) -> str:
-        return self.data["model"]
+    SCHEMA = SCHEMA
+    KIND = "lossless"
 
     def ratio(self, cut: str, codec: str, bits: int) -> float:
         """Mean bytes of a coded frame at `cut` over its exact worst case."""
