@@ -120,13 +120,15 @@ def resolve(
             paths.append(Path(path))
     cuts = choose_cuts(model, config, profiles, traces)
     accuracy = shipped_accuracy_profile(model.name)
-    coded = any(has_coder(config.link_codec(k)) for k in range(len(cuts)))
+    coded = [config.link_codec(k) for k in range(len(cuts)) if has_coder(config.link_codec(k))]
     lossless = shipped_lossless_profile(model.name) if coded else None
-    if coded and lossless is None and traces_needed:
+    unmeasured = [c for c in coded if lossless is None or not lossless.measures(c)]
+    if unmeasured and traces_needed:
         raise ValueError(
-            f"a link codes losslessly but no lossless profile is shipped for {model.name!r}, so "
-            "the simulator cannot size its packets: measure one with `python -m "
-            f"quantpipe_core.lossless_profile --model {config.model.name}`, or send bit-planes"
+            f"a link codes losslessly with {unmeasured[0]} but the lossless profile shipped for "
+            f"{model.name!r} does not measure it, so the simulator cannot size its packets: "
+            "measure it with `python -m quantpipe_core.lossless_profile --model "
+            f"{config.model.name} --codecs {values_label(unmeasured[0])}`, or send bit-planes"
         )
     return Plan(model, profiles, traces, paths, cuts, accuracy, lossless)
 
@@ -299,9 +301,9 @@ def codec_s(config: Config, plan: Plan, stage: int, cut: str, link: int, bits: i
 
 def lossless_at(plan: Plan, codec: str, speed: float) -> LosslessProfile | None:
     """The lossless profile for a link sending with `codec` from a device of `speed`, or
-    ``None`` where the link sends bit-planes or the model has no profile (a real run: its
+    ``None`` where the link sends bit-planes or no profile measures its codec (a real run: its
     sender learns the sizes from the packets, `quantpipe_core.sender.PacketSizes`)."""
-    if not has_coder(codec) or plan.lossless is None:
+    if not has_coder(codec) or plan.lossless is None or not plan.lossless.measures(codec):
         return None
     return plan.lossless.scaled(speed)
 

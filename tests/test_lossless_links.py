@@ -104,10 +104,15 @@ def test_a_coded_link_sends_fewer_expected_bytes_and_pays_the_coder_on_both_stag
     assert link_c.accuracy_by_bits == link_p.accuracy_by_bits  # a coder changes no value
 
 
-def test_a_simulation_of_a_coded_link_needs_a_lossless_profile_and_a_real_run_does_not(tmp_path):
-    config = load_config(config_file(tmp_path, model="vit-base", cut="block5.out",
-                                     quant='lossless = "zstd"'))
-    with pytest.raises(ValueError, match="no lossless profile is shipped for 'vit-base'"):
+@pytest.mark.parametrize("model, cut, quant", [
+    ("vit-base", "block5.out", 'lossless = "zstd"'),  # no lossless profile at all
+    ("minilm", "block2.out", 'clip = "percentile"\nlossless = "zstd"'),  # codec not measured
+])
+def test_a_simulation_of_a_coded_link_needs_it_profiled_and_a_real_run_does_not(
+        tmp_path, model, cut, quant):
+    config = load_config(config_file(tmp_path, model=model, cut=cut, quant=quant))
+    with pytest.raises(ValueError, match=f"lossless profile shipped for '{model}' does not "
+                                         "measure it.*lossless_profile --model"):
         resolve(config, "traces/step-drop.csv")
     plan = resolve(config, traces_needed=False)
     _, (link,), _ = build_specs(config, plan)

@@ -43,6 +43,12 @@ class LosslessProfile(DeviceProfile):
     SCHEMA = SCHEMA
     KIND = "lossless"
 
+    def measures(self, codec: str) -> bool:
+        """Whether this profile measured `codec`'s coder and values label at every cut."""
+        coder = codec_parts(codec).get("lossless", "none")
+        cuts = self.data["cuts"].values()
+        return coder == self.data["coder"] and all(values_label(codec) in c for c in cuts)
+
     def ratio(self, cut: str, codec: str, bits: int) -> float:
         """Mean bytes of a coded frame at `cut` over its exact worst case."""
         return 1.0 if bits == FLOAT_BITS else self._entry(cut, codec, bits)["ratio"]
