@@ -345,11 +345,56 @@ def index(spec: Spec, results: dict[str, list[dict[str, Any]]], clipping: list[d
     for entry in spec.pipelines:
         if entry.name in results:
             lines += pipeline_section(spec, entry, results[entry.name])
+    lines += lossless_section(spec, results)
     if clipping:
         lines += clipping_section(clipping)
     if crosscheck:
         lines += crosscheck
     return "\n".join(lines) + "\n"
+
+
+def lossless_twins(spec: Spec) -> list[tuple[Pipeline, Pipeline]]:
+    """Pairs (bit-planes, coded) of pipelines whose configs differ only in ``quant.lossless``,
+    on the same trace scales: the same pipeline with and without lossless coding."""
+    def without_coder(entry: Pipeline) -> str:
+        data = entry.config.to_dict()
+        data["quant"].pop("lossless", None)
+        return json.dumps([data, entry.scales], sort_keys=True, default=str)
+
+    plain = {without_coder(e): e for e in spec.pipelines if e.config.quant.lossless == "none"}
+    return [(plain[key], entry) for entry in spec.pipelines
+            if entry.config.quant.lossless != "none" and (key := without_coder(entry)) in plain]
+
+
+def lossless_section(spec: Spec, results: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Each policy's mean utility per trace folder (held-out traces) without and with lossless
+    coding, for every pair of `lossless_twins` that ran."""
+    twins = [(a, b) for a, b in lossless_twins(spec) if a.name in results and b.name in results]
+    if not twins:
+        return []
+    folders = list(spec.folders)
+    lines = ["## With and without lossless coding", "",
+             "Pipelines whose configs differ only in `[quant] lossless`, on the same scaled "
+             "traces: each policy's mean utility over each folder's held-out traces, without -> "
+             "with coding ([quantization.md](../quantization.md#lossless-coding)).", ""]
+    for plain, coded in twins:
+        lines += [f"### {plain.title}: `{plain.name}` -> `{coded.name}`", "",
+                  "| policy | " + " | ".join(folders) + " | all held out |",
+                  "|---|" + "---|" * (len(folders) + 1)]
+        for policy in spec.policies_for(plain):
+            cells = [f"{_mean_utility(results[plain.name], policy, f)} -> "
+                     f"{_mean_utility(results[coded.name], policy, f)}"
+                     for f in (*folders, None)]
+            lines.append(f"| {policy} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def _mean_utility(rows: Sequence[dict[str, Any]], policy: str, folder: str | None) -> str:
+    """Mean utility of `policy` over the held-out traces of `folder` (all folders: None)."""
+    values = [r["utility_value"] for r in rows if r["policy"] == policy and not r["training"]
+              and folder in (None, r["folder"]) and r["utility_value"] is not None]
+    return f"{sum(values) / len(values):.3f}" if values else "-"
 
 
 def split_section(spec: Spec) -> list[str]:

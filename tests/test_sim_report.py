@@ -440,3 +440,35 @@ def test_the_clipping_table_takes_encode_times_from_the_sending_devices_profile(
     table = "\n".join(clipping_section([row, dict(row, encode_ms=None)]))
     assert "| Digits | t x1 | quantpipe | mse | 1.23 | n/a | 4.00 | 1.000 |" in table
     assert "| Digits | t x1 | quantpipe | mse | n/a | n/a | 4.00 | 1.000 |" in table
+
+
+def test_pipelines_that_differ_only_in_lossless_coding_are_compared_per_folder(spec):
+    """A pipeline whose config adds `[quant] lossless` to another's, on the same scales, is its
+    coded twin; the index compares each policy's held-out mean utility per folder."""
+    from sim.report import lossless_section, lossless_twins
+
+    (spec.parent / "coded.toml").write_text(PIPELINE + '\n[quant]\nlossless = "zstd"\n')
+    spec.write_text(spec.read_text() + """
+[[pipelines]]
+name = "digits-zstd"
+config = "coded.toml"
+scales = { mine = 0.1, theirs = 0.5 }
+
+[[pipelines]]
+name = "digits-zstd-faster"
+config = "coded.toml"
+scales = { mine = 0.2, theirs = 0.5 }
+""")
+    read = read_spec(spec, spec.parent / "shared")
+    assert [(a.name, b.name) for a, b in lossless_twins(read)] == [("digits", "digits-zstd")]
+
+    def rows(utility):
+        return [{"policy": policy, "folder": folder, "training": training, "utility_value": u}
+                for policy in read.policies for folder, training, u in (
+                    ("mine", False, utility), ("theirs", False, utility + 1),
+                    ("theirs", True, 99.0))]
+
+    text = "\n".join(lossless_section(read, {"digits": rows(0.5), "digits-zstd": rows(0.75)}))
+    assert "`digits` -> `digits-zstd`" in text
+    assert "| fixed:2 | 0.500 -> 0.750 | 1.500 -> 1.750 | 1.000 -> 1.250 |" in text
+    assert lossless_section(read, {"digits": rows(0.5)}) == []  # the twin did not run
