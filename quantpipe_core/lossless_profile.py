@@ -44,10 +44,11 @@ def cut_entry(microbatches: Sequence[Carry], codec: str, coder: str, bits: int,
     """Ratio of coded to bit-plane frame bytes over `microbatches` (each the carry at one cut),
     and the coder's added encode and decode seconds on the first."""
     coded = f"{codec}+{coder}"
-    ratios = [len(encode_carry(carry, bits, coded)) / len(encode_carry(carry, bits, codec))
+    frames = [(encode_carry(carry, bits, coded), encode_carry(carry, bits, codec))
               for carry in microbatches]
+    ratios = [len(coded_frame) / len(plain_frame) for coded_frame, plain_frame in frames]
     first = microbatches[0]
-    coded_frame, plain_frame = encode_carry(first, bits, coded), encode_carry(first, bits, codec)
+    coded_frame, plain_frame = frames[0]
     seconds = medians_in_turns({
         "encode coded": lambda: encode_carry(first, bits, coded),
         "encode planes": lambda: encode_carry(first, bits, codec),

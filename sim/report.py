@@ -392,9 +392,8 @@ def lossless_section(spec: Spec, results: dict[str, list[dict[str, Any]]]) -> li
 
 def _mean_utility(rows: Sequence[dict[str, Any]], policy: str, folder: str | None) -> str:
     """Mean utility of `policy` over the held-out traces of `folder` (all folders: None)."""
-    values = [r["utility_value"] for r in rows if r["policy"] == policy and not r["training"]
-              and folder in (None, r["folder"]) and r["utility_value"] is not None]
-    return f"{sum(values) / len(values):.3f}" if values else "-"
+    return cell(mean([r["utility_value"] for r in rows if r["policy"] == policy
+                      and not r["training"] and folder in (None, r["folder"])]), 3)
 
 
 def split_section(spec: Spec) -> list[str]:
