@@ -276,3 +276,15 @@ def test_every_other_command_refuses_an_out_that_is_a_file(command, trace, a_fil
         "runtime.launch": (quantpipe_core.runtime.launch.main, ["--config", "c.toml"]),
     }[command]
     assert "exists and is not a folder" in refused(main, [*argv, "--out", str(a_file)], capsys)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--codecs", "aciq/none/tensor+zstd"], "--codecs take labels without a coder"),
+    (["--coder", "none"], "invalid choice: 'none'"),
+    (["--samples", "0"], "must be at least 1"),
+    (["--codecs", "aciq+lz4"], "unknown lossless 'lz4'"),
+])
+def test_lossless_profile_refuses_bad_flags_in_one_line(argv, message, capsys):
+    from quantpipe_core import lossless_profile
+
+    assert message in refused(lossless_profile.main, argv, capsys)
