@@ -35,24 +35,25 @@ def byte_size(numel: int, bits: int) -> int:
     return (numel + k - 1) // k
 
 
-def to_bytes(q: torch.Tensor, bits: int) -> bytes:
-    """The indices `q` (uint8 up to 8 bits, int32 above), flattened, in this layout."""
+def to_bytes(q: torch.Tensor, bits: int) -> np.ndarray:
+    """The indices `q` (uint8 up to 8 bits, int32 above), flattened, in this layout: a
+    contiguous uint8 array, which coders read as a buffer (no copy into `bytes`)."""
     flat = q.reshape(-1).numpy()
     if bits > 8:
-        return flat.astype("<u2").tobytes()
+        return flat.astype("<u2").view(np.uint8)
     k = per_byte(bits)
     if k == 1:
-        return flat.tobytes()
+        return np.ascontiguousarray(flat)
     pad = -len(flat) % k
-    words = np.concatenate([flat, np.zeros(pad, np.uint8)]) if pad else flat
+    words = np.concatenate([flat, np.zeros(pad, np.uint8)]) if pad else np.ascontiguousarray(flat)
     if k == 8:
-        return np.packbits(words, bitorder="little").tobytes()
+        return np.packbits(words, bitorder="little")
     if k == 4:  # four bytes -> one: byte j's index moves to bits 2j
-        w = np.ascontiguousarray(words).view("<u4")
-        w = w | (w >> np.uint32(6))
-        return (w | (w >> np.uint32(12))).astype(np.uint8).tobytes()
-    w = np.ascontiguousarray(words).view("<u2")  # two bytes -> one: the second at bits `bits`
-    return (w | (w >> np.uint16(8 - bits))).astype(np.uint8).tobytes()
+        w = words.view("<u4")
+        folded = _shifted_right_or(_shifted_right_or(w, 6), 12)
+    else:  # two bytes -> one: the second at bits `bits`
+        folded = _shifted_right_or(words.view("<u2"), 8 - bits)
+    return folded.astype(np.uint8)
 
 
 def from_bytes(data: bytes | memoryview, numel: int, bits: int) -> torch.Tensor:
@@ -75,6 +76,13 @@ def from_bytes(data: bytes | memoryview, numel: int, bits: int) -> torch.Tensor:
         _or_shifted_and_mask(w, 8 - bits, ((1 << bits) - 1) * 0x0101)
         out = w.view(np.uint8)
     return torch.from_numpy(out[:numel])  # a fresh array: no copy
+
+
+def _shifted_right_or(w: np.ndarray, shift: int) -> np.ndarray:
+    """``w | w >> shift`` with one new array."""
+    out = np.right_shift(w, w.dtype.type(shift))
+    out |= w
+    return out
 
 
 def _or_shifted_and_mask(w: np.ndarray, shift: int, mask: int) -> None:
