@@ -291,7 +291,16 @@ def test_the_shipped_learned_forecast_is_what_its_script_fits_on_the_training_tr
                for name in shipped["trained_on"])
     assert {k: v for k, v in fitted.items() if k != "coef"} == {
         k: v for k, v in shipped.items() if k != "coef"}
-    assert np.allclose(fitted["coef"], shipped["coef"], atol=1e-4)
+    # the fit's iterations end at a tolerance, and another numpy's or LAPACK's arithmetic
+    # lands elsewhere within it (numpy 2.4 moved coefficients by up to 3e-3): the forecasts
+    # the policy uses must agree, not the last digits
+    assert np.allclose(fitted["coef"], shipped["coef"], atol=1e-2)
+    refit, ours = LearnedForecast.load(out), LearnedForecast.load(LEARNED_FORECAST)
+    rng, levels = np.random.default_rng(0), np.array([0.1, 0.3, 0.5, 0.7, 0.9])
+    for _ in range(200):
+        recent, window_s = list(np.exp(rng.normal(1, 1, rng.integers(1, 10)))), rng.uniform(0.1, 10)
+        assert np.allclose(refit.rates(recent, window_s, levels),
+                           ours.rates(recent, window_s, levels), rtol=0.02)
 
 
 def test_a_learned_forecast_that_cannot_be_read_is_refused(tmp_path):
