@@ -28,11 +28,10 @@ thread count must be one that was measured;
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from quantpipe_core.names import values_label
 from quantpipe_core.profiles.files import DeviceProfile, shipped_path
@@ -116,7 +115,9 @@ class ComputeProfile(DeviceProfile):
         elif microbatch in sizes:
             seconds = times[sizes.index(microbatch)]
         else:
-            slope, intercept = np.polyfit(sizes, times, 1)
+            # in Python's floats: a BLAS fit's last bits depend on the CPU's kernels, and
+            # simulated times must not (the fingerprints are byte-exact)
+            slope, intercept = statistics.linear_regression(sizes, times)
             seconds = max(intercept + slope * microbatch, 0.0)
         return float(seconds) / self.speed
 
