@@ -57,9 +57,13 @@ class LinkSpec:
     """One link: its capacity trace (``None`` on a real link), packet sizes, and the sending
     stage's policy.
 
-    With a lossless coder a packet's size depends on the data: ``packet_bytes`` is then the
-    lossless profile's mean (the worst case where the model has none) and
-    ``worst_packet_bytes`` the exact bound; without one both are the exact size."""
+    With a lossless coder (``coded``) a packet's size depends on the data: ``packet_bytes`` is
+    then the lossless profile's mean (the worst case where the model has none) and
+    ``worst_packet_bytes`` the exact bound, the size of a packet sent without the coder; without
+    one both are the exact size. ``coder_encode_s`` and ``coder_decode_s`` are the seconds the
+    coder adds per microbatch to the sending and the receiving stage at each bitwidth (included
+    in their `StageSpec` times; empty where no lossless profile measures them): a window its
+    policy sends without the coder (`quantpipe_core.policy.Policy`) saves them."""
 
     trace: CapacityTrace | None
     packet_bytes: Mapping[int, int]  # expected (exact without a lossless coder)
@@ -71,6 +75,9 @@ class LinkSpec:
     payload_share: float = 1.0  # of the trace's rate; protocol headers take the rest
     utility: Utility | None = None  # the run's, for policies that plan with it
     compute_path_s: float = 0.0  # every stage's compute and codec time, and link latencies
+    coded: bool = False  # the link's codec names a lossless coder
+    coder_encode_s: Mapping[int, float] = field(default_factory=dict)
+    coder_decode_s: Mapping[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -275,6 +282,9 @@ def build_specs(
                 {b: plan.accuracy.value(cut, codec, b) for b in bits}
                 if plan.accuracy is not None else None
             ),
+            coded=has_coder(codec),
+            coder_encode_s=coder_s(config, plan, k, cut, k, bits, "encode_s"),
+            coder_decode_s=coder_s(config, plan, k + 1, cut, k, bits, "decode_s"),
         ))
     source = SourceSpec(
         target_rate_items_per_s=target_rate(config, stages),
@@ -295,8 +305,19 @@ def codec_s(config: Config, plan: Plan, stage: int, cut: str, link: int, bits: i
     its profile."""
     device, mb, codec = config.devices[stage], config.model.microbatch, config.link_codec(link)
     seconds = getattr(plan.profiles[stage], key)(cut, codec, bits, mb, device.threads)
-    coder = lossless_at(plan, codec, device.speed)
-    return seconds + (getattr(coder, key)(cut, codec, bits, mb) if coder else 0.0)
+    return seconds + coder_s(config, plan, stage, cut, link, [bits], key).get(bits, 0.0)
+
+
+def coder_s(config: Config, plan: Plan, stage: int, cut: str, link: int, bits: Sequence[int],
+            key: str) -> dict[int, float]:
+    """Seconds a lossless coder adds per microbatch to stage `stage`'s `key` ("encode_s" or
+    "decode_s") for link `link` at `cut`, at each of `bits`; empty where the link sends
+    bit-planes or no lossless profile measures its codec."""
+    codec = config.link_codec(link)
+    coder = lossless_at(plan, codec, config.devices[stage].speed)
+    if coder is None:
+        return {}
+    return {b: getattr(coder, key)(cut, codec, b, config.model.microbatch) for b in bits}
 
 
 def lossless_at(plan: Plan, codec: str, speed: float) -> LosslessProfile | None:

@@ -5,7 +5,9 @@ hands the policy an `Observation` built only from what that stage measured itsel
 returns the bitwidth of each microbatch of the next window. A policy may also have a
 ``revise(observation)`` method: the stage then offers it, before each later microbatch of the
 window, what it measured over the window so far, and the policy may replace the window's
-remaining bits (a window is long on a slow pipeline: 8 microbatches of ViT-Base are 9.5 s). The
+remaining bits (a window is long on a slow pipeline: 8 microbatches of ViT-Base are 9.5 s). On a
+link whose codec names a lossless coder, a ``code(observation, bits)`` method turns the coder on
+or off for the window just decided (`coding_pays`; without it the coder is always on). The
 simulator, the emulator and real devices call policies the same way, so a policy chosen in
 simulation runs as it is.
 
@@ -70,6 +72,8 @@ class Observation:
     ``queued_bytes`` were handed to the link and not delivered yet (the packet in flight too).
     ``utility`` is how the run is scored (`quantpipe_core.utility`), for policies that plan with
     it, and ``compute_path_s`` a microbatch's latency with no queue and infinite links.
+    ``coder_s`` is the time a lossless coder adds to one microbatch, encode and decode, at each
+    bitwidth (empty without a coder, or where no lossless profile measured it).
     """
 
     now_s: float
@@ -91,6 +95,7 @@ class Observation:
     utility: Utility | None = None
     compute_path_s: float = 0.0
     worst_packet_bytes: Mapping[int, int] = field(default_factory=dict)
+    coder_s: Mapping[int, float] = field(default_factory=dict)
 
     @property
     def budget_s(self) -> float:
@@ -109,11 +114,29 @@ class Policy(Protocol):
     stage calls it with ``measured_mbps``, ``bytes_sent`` and ``send_s`` over this window's
     deliveries so far (the last window's rate last in ``history_mbps``), ``window_len`` the
     microbatches left in the window and ``bits_last_window`` this window's bits so far; it returns
-    the bits of the microbatches left, or ``None`` to keep them."""
+    the bits of the microbatches left, or ``None`` to keep them. ``code(obs, bits) -> bool`` is
+    optional too: on a link with a lossless coder, after each ``decide``, whether the window of
+    `bits` goes through the coder (without it, always)."""
 
     def decide(self, obs: Observation) -> list[int]:
         """The bitwidth of each microbatch of the next window (``obs.window_len`` of them)."""
         ...
+
+
+def coding_pays(obs: Observation, bits: Sequence[int], mbps: float | None = None) -> bool:
+    """Whether coding a window of `bits` saves more time on the link, at `mbps` (default: the
+    measured rate), than the coder adds to the two stages (``obs.coder_s``).
+
+    Each microbatch's latency then shrinks, and so does the link's time: the rule holds for a
+    link that is the bottleneck and for one that is not. Without a rate or the coder's time it
+    codes: the codec still sends bit-planes for any packet that coding would not shorten.
+    """
+    mbps = obs.measured_mbps if mbps is None else mbps
+    if mbps is None or not obs.coder_s:
+        return True
+    saved = sum(obs.worst_packet_bytes.get(b, obs.packet_bytes[b]) - obs.packet_bytes[b]
+                for b in bits) * 8 / (mbps * 1e6)
+    return saved > sum(obs.coder_s.get(b, 0.0) for b in bits)
 
 
 @dataclass
@@ -373,6 +396,8 @@ class PlannerPolicy:
     fall revises: fewer bits can only shorten the queue, while a rise measured over one or two
     packets is too uncertain to bet more bytes on. The threshold keeps small wobbles from
     switching; 0 never revises.
+    On a link with a lossless coder the window is coded when the link time it saves at the
+    median scenario's rate exceeds the coder's time (`coding_pays`).
     """
 
     horizon: int = 5
@@ -412,6 +437,10 @@ class PlannerPolicy:
         mbps = self._rates(obs, learn=True)  # one per scenario
         self.planned_mbps = float(np.median(mbps))
         return [self._plan(obs, mbps, obs.window_len)] * obs.window_len
+
+    def code(self, obs: Observation, bits: Sequence[int]) -> bool:
+        """Code the window when that saves time at the median rate planned on (`coding_pays`)."""
+        return coding_pays(obs, bits, self.planned_mbps)
 
     def revise(self, obs: Observation) -> list[int] | None:
         """Fewer bits for the rest of the window, if the rate measured over it so far fell

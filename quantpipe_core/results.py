@@ -8,7 +8,8 @@
 - ``summary.json``: throughput, target, share of metrics intervals meeting it, bits, accuracy,
   latency percentiles, switches (of the delivered microbatches; ``encoded_*``: of every one a
   stage encoded, as windows.csv shows), the utility and its terms (`quantpipe_core.utility`),
-  per-link figures, notes on what the figures leave out, and the run record;
+  per-link figures (``coded_window_share`` on a link with a lossless coder), notes on what the
+  figures leave out, and the run record;
 - ``plot.png``: trace rate, bits and delivered rate against time.
 """
 
@@ -36,7 +37,8 @@ MAX_PLOT_BINS = 100_000  # of the delivered-rate plot: finer metrics intervals a
 class WindowRecord:
     """One policy window on one link: when it ran, its bits, what the sender had measured, and
     how many of its microbatches the stage encoded (``used``; None: all, as a record that does
-    not say): a run that ends mid-window encoded only the first ones."""
+    not say): a run that ends mid-window encoded only the first ones. ``coded`` says whether the
+    window went through the link's lossless coder (None: the link has none)."""
 
     link: int
     window_index: int
@@ -45,6 +47,7 @@ class WindowRecord:
     bits: list[int]
     measured_mbps: float | None
     used: int | None = None
+    coded: bool | None = None
 
     def sent_bits(self) -> list[int]:
         """The bits of the microbatches the stage encoded in this window."""
@@ -223,6 +226,9 @@ def summary(records: Records, info: RunInfo) -> dict[str, Any]:
             "encoded_mean_bits": mean_or_none(encoded[k]),
             "encoded_switches": switches(encoded[k]),
         })
+        coded = [w.coded for w in records.windows if w.link == k and w.coded is not None]
+        if coded:  # a link with a lossless coder: the share of its windows its policy coded
+            link_figures[-1]["coded_window_share"] = float(np.mean(coded))
     met = target_met_fraction([records.t_sink[mb] for mb in done], info, done_items)
     return {
         "throughput_items_per_s": items / info.duration_s if info.duration_s > 0 else 0.0,

@@ -11,6 +11,8 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from quantpipe_core.names import FLOAT_BITS
 from quantpipe_core.plan import LinkSpec, SourceSpec
 from quantpipe_core.policy import Observation, check_decision
@@ -35,6 +37,18 @@ class PolicyFailed(ValueError):
 
     def __str__(self) -> str:
         return self.args[0]
+
+
+def check_revision(bits: Any, obs: Observation) -> list[int] | None:
+    """A ``revise`` answer: ``None`` keeps the window, else a decision for the rest of it."""
+    return None if bits is None else check_decision(bits, obs)
+
+
+def check_coding(answer: Any, obs: Observation) -> bool:
+    """A ``code`` answer: a bool (numpy's too)."""
+    if not isinstance(answer, bool | np.bool_):
+        raise TypeError(f"code must return a bool, got {type(answer).__name__} {answer!r}")
+    return bool(answer)
 
 
 class PacketSizes:
@@ -74,6 +88,7 @@ class LinkSender:
         self.index, self.spec, self.source = index, spec, source
         self.allowed, self.window, self.records = tuple(allowed), window, records
         self.schedule: list[int] = []
+        self.coding = spec.coded  # this window goes through the link's lossless coder
         self.window_index = -1
         self.delivered_bytes = 0
         self.delivered_s = 0.0
@@ -98,11 +113,14 @@ class LinkSender:
         self.last_window.used += 1
         return self.schedule.pop(0)
 
-    def enqueue(self, nbytes: int, bits: int) -> None:
-        """A packet of `nbytes`, encoded at `bits`, now waits for the link."""
+    def enqueue(self, nbytes: int, bits: int, coded: bool) -> None:
+        """A packet of `nbytes`, encoded at `bits` (through the coder if `coded`), now waits
+        for the link. One encoded as the link's prior sizes it (through its coder, if it has
+        one) teaches the expected sizes; a window sent without the coder does not."""
         self.queued += 1
         self.queued_bytes += nbytes
-        self.sizes.sent(bits, nbytes)
+        if coded == self.spec.coded:
+            self.sizes.sent(bits, nbytes)
 
     def dequeue(self) -> None:
         """A waiting packet went onto the link."""
@@ -125,14 +143,18 @@ class LinkSender:
         last = self.last_window
         obs = self._observation(now, self.window_index + 1, self.window, self.measured,
                                 self.history, tuple(last.bits) if last else ())
-        schedule = self._ask(self.spec.policy.decide, obs)
+        schedule = self._ask(self.spec.policy.decide, obs, check_decision)
         assert schedule is not None  # check_decision refuses None from decide
         self.schedule = schedule
+        if self.spec.coded and hasattr(self.spec.policy, "code"):
+            self.coding = self._ask(lambda o: self.spec.policy.code(o, schedule), obs,
+                                    check_coding)
         if last is not None:
             last.t_end_s = now
         self.window_index += 1
         self.last_window = WindowRecord(self.index, self.window_index, now, None,
-                                        list(self.schedule), self.measured, used=0)
+                                        list(self.schedule), self.measured, used=0,
+                                        coded=self.coding if self.spec.coded else None)
         self.records.window(self.last_window)
         self.delivered_bytes, self.delivered_s = 0, 0.0
 
@@ -143,7 +165,7 @@ class LinkSender:
         history = [*self.history, self.measured] if self.measured is not None else self.history
         obs = self._observation(now, self.window_index, len(self.schedule), self._window_mbps(),
                                 history, tuple(window.bits[: window.used]))
-        answer = self._ask(self.spec.policy.revise, obs, none_keeps=True)
+        answer = self._ask(self.spec.policy.revise, obs, check_revision)
         if answer is not None:
             self.schedule = answer
             window.bits[window.used :] = answer
@@ -166,6 +188,8 @@ class LinkSender:
             bits_last_window=bits_last,
             packet_bytes=self.sizes.expected(),
             worst_packet_bytes=self.sizes.worst,
+            coder_s={b: s + self.spec.coder_decode_s.get(b, 0.0)
+                     for b, s in self.spec.coder_encode_s.items()},
             accuracy_by_bits=self.spec.accuracy_by_bits,
             queued_microbatches=self.queued,
             queued_bytes=self.queued_bytes,
@@ -174,14 +198,12 @@ class LinkSender:
         )
 
     def _ask(self, method: Callable[[Observation], Any], obs: Observation,
-             none_keeps: bool = False) -> list[int] | None:
-        """The policy's checked answer to `obs` (``None`` kept as is where `none_keeps`); its
-        failures say where they happened."""
+             check: Callable[[Any, Observation], Any]) -> Any:
+        """The policy's answer to `obs`, as `check` accepts it; its failures say where they
+        happened."""
         started = time.perf_counter()
         try:
-            answer = method(obs)
-            if not (none_keeps and answer is None):
-                answer = check_decision(answer, obs)
+            answer = check(method(obs), obs)
         except Exception as error:
             raise PolicyFailed(
                 f"policy {type(self.spec.policy).__name__} failed on link {self.index}, window "

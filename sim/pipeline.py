@@ -1,7 +1,8 @@
 """The SimPy model of a pipeline: a source, one process per stage and one per link.
 
 A microbatch leaves the source, and at each stage is decoded (if it arrived over a link),
-computed, and encoded at the bitwidth its link's policy chose, then waits for the link. A link
+computed, and encoded at the bitwidth its link's policy chose, through the link's lossless coder
+or not as the policy chose, then waits for the link. A link
 carries one packet at a time; a transfer lasts until the trace's capacity, integrated from the
 moment it starts, has carried the packet's bits, plus a fixed latency. The sending stage's
 policy decides every `window` microbatches from an `Observation` of what that stage measured:
@@ -125,7 +126,7 @@ class Pipeline:
             if closed:
                 yield self.in_flight.get(1)
             self.records.offered(microbatch, self.env.now)
-            yield self.inboxes[0].put((microbatch, None))
+            yield self.inboxes[0].put((microbatch, None, None))
             microbatch += 1
             if not closed:
                 yield self.env.timeout(period)
@@ -133,13 +134,21 @@ class Pipeline:
     def _stage(self, k: int):
         spec, last = self.stages[k], k == len(self.stages) - 1
         while True:
-            microbatch, bits_in = yield self.inboxes[k].get()
+            microbatch, bits_in, coded_in = yield self.inboxes[k].get()
             self.records.started(microbatch, k, self.env.now)
-            work = spec.compute_s + (spec.decode_s.get(bits_in, 0.0) if bits_in else 0.0)
-            bits = None
+            work = spec.compute_s
+            if bits_in:
+                work += spec.decode_s.get(bits_in, 0.0)
+                if not coded_in:
+                    work -= self.links[k - 1].coder_decode_s.get(bits_in, 0.0)
+            bits = coded = None
             if not last:
-                bits = self.senders[k].bits_for_next(self.env.now)
+                sender, link = self.senders[k], self.links[k]
+                bits = sender.bits_for_next(self.env.now)
+                coded = sender.coding
                 work += spec.encode_s.get(bits, 0.0)
+                if not coded:
+                    work -= link.coder_encode_s.get(bits, 0.0)
             yield self.env.timeout(work)
             self.records.finished(microbatch, k, self.env.now)
             if last:
@@ -147,14 +156,15 @@ class Pipeline:
                 if self.source.mode == "closed":
                     yield self.in_flight.put(1)
             else:
-                self.senders[k].enqueue(self.links[k].packet_bytes[bits], bits)
-                yield self.outboxes[k].put((microbatch, bits))
+                nbytes = (link.packet_bytes if coded else link.worst_packet_bytes
+                          or link.packet_bytes)[bits]
+                sender.enqueue(nbytes, bits, coded)
+                yield self.outboxes[k].put((microbatch, bits, coded, nbytes))
 
     def _link(self, k: int):
         spec, sender = self.links[k], self.senders[k]
         while True:
-            microbatch, bits = yield self.outboxes[k].get()
-            nbytes = spec.packet_bytes[bits]
+            microbatch, bits, coded, nbytes = yield self.outboxes[k].get()
             sender.dequeue()
             start = self.env.now
             send_s = spec.trace.finish_time(start, nbytes * 8 / spec.payload_share) - start
@@ -162,7 +172,7 @@ class Pipeline:
             sender.delivered(nbytes, send_s)
             self.records.sent(microbatch, k, bits, nbytes)
             self.records.arrived(microbatch, k, self.env.now)
-            yield self.inboxes[k + 1].put((microbatch, bits))
+            yield self.inboxes[k + 1].put((microbatch, bits, coded))
 
     def _progress(self, until_s: float):
         step = max(until_s / 100, 1e-3)

@@ -1,5 +1,6 @@
 """Links that code losslessly (``+zstd``): configs and labels name it, lossless profiles size
-the packets and time the coder, and the sender's expected sizes follow what it sends."""
+the packets and time the coder, the sender's expected sizes follow what it sends, and a policy
+turns the coder off for a window where it does not pay."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from quantpipe_core.config import load_config
 from quantpipe_core.models import load_model
 from quantpipe_core.models.carry import encode_carry
 from quantpipe_core.names import FLOAT_BITS, canonical_codec_label, codec_parts, values_label
-from quantpipe_core.plan import build_specs, resolve
+from quantpipe_core.plan import LinkSpec, SourceSpec, StageSpec, build_specs, resolve
+from quantpipe_core.policy import FixedPolicy, Observation, PlannerPolicy, coding_pays
 from quantpipe_core.profiles import LosslessProfile, shipped_lossless_profile
-from quantpipe_core.quant import Codec
-from quantpipe_core.sender import PacketSizes
+from quantpipe_core.quant import Codec, wire_size
+from quantpipe_core.results import RunInfo, summary
+from quantpipe_core.sender import PacketSizes, PolicyFailed
 from quantpipe_core.tasks import task_for
+from quantpipe_core.trace import Trace
+from sim.pipeline import Pipeline
 
 DEFAULT_LABEL = "ds-aciq/hadamard/auto"
 
@@ -178,3 +183,89 @@ def test_expected_window_bytes_are_within_a_tenth_of_the_sent_on_held_out_data(
             errors.append(abs(window_expected - window_sent) / window_sent)
             window_expected, window_sent = 0, 0
     assert max(errors[1:]) <= 0.10, errors
+
+
+class EveryOtherWindowCoded:
+    """4 bits always; the coder on in even windows only, as a policy's ``code`` may choose."""
+
+    def decide(self, obs):
+        self.window = obs.window_index
+        return [4] * obs.window_len
+
+    def code(self, obs, bits):
+        return self.window % 2 == 0
+
+
+def coded_pipeline(policy, mbps=2.0, until=60.0):
+    """One coded link of a ViT-Base-sized packet: coded 3/4 of bit-planes; the coder costs
+    5 ms to encode on stage 0 and 3 ms to decode on stage 1 (both included in their times)."""
+    shape, worst = (8, 197, 768), {b: wire_size((8, 197, 768), b) for b in (2, 4, 32)}
+    link = LinkSpec(Trace.from_segments([0.0], [mbps], 1000.0), {**{b: n * 3 // 4
+                    for b, n in worst.items()}, 32: worst[32]}, policy, shape,
+                    worst_packet_bytes=worst, coded=True, coder_encode_s={2: 0.005, 4: 0.005},
+                    coder_decode_s={2: 0.003, 4: 0.003})
+    stages = [StageSpec(0.1, encode_s={2: 0.015, 4: 0.015}),
+              StageSpec(0.1, decode_s={2: 0.013, 4: 0.013})]
+    pipeline = Pipeline(stages, [link], SourceSpec(1000.0, 8, mode="closed", max_in_flight=1),
+                        allowed_bits=(2, 4), window=2)
+    return pipeline.run(until), link
+
+
+def test_a_window_the_policy_sends_without_the_coder_takes_the_worst_size_and_no_coder_time():
+    records, link = coded_pipeline(EveryOtherWindowCoded())
+    windows = {w.window_index: w for w in records.windows}
+    assert [windows[i].coded for i in range(4)] == [True, False, True, False]
+    for mb, _ in sorted(records.link_bytes)[:8]:
+        coded = windows[mb // 2].coded
+        assert records.link_bytes[mb, 0] == (link.packet_bytes if coded else
+                                             link.worst_packet_bytes)[4]
+        encode = records.stage_end[mb, 0] - records.stage_start[mb, 0]
+        decode = records.stage_end[mb, 1] - records.stage_start[mb, 1]
+        assert encode == pytest.approx(0.1 + (0.015 if coded else 0.010))
+        assert decode == pytest.approx(0.1 + (0.013 if coded else 0.010))
+    info = RunInfo(2, 8, 1000.0, 60.0)
+    assert summary(records, info)["links"][0]["coded_window_share"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_without_a_code_method_every_window_of_a_coded_link_is_coded_and_none_on_a_plain_one():
+    records, link = coded_pipeline(FixedPolicy(4))
+    assert all(w.coded for w in records.windows)
+    assert set(records.link_bytes.values()) == {link.packet_bytes[4]}
+    info = RunInfo(2, 8, 1000.0, 60.0)
+    assert summary(records, info)["links"][0]["coded_window_share"] == 1.0
+    plain = LinkSpec(Trace.from_segments([0.0], [2.0], 1000.0), link.worst_packet_bytes,
+                     EveryOtherWindowCoded(), link.tensor_shape)
+    records = Pipeline([StageSpec(0.1), StageSpec(0.1)], [plain], SourceSpec(1000.0, 8),
+                       allowed_bits=(2, 4), window=2).run(10.0)
+    assert all(w.coded is None for w in records.windows)  # no coder: never asked
+    assert "coded_window_share" not in summary(records, RunInfo(2, 8, 1000.0, 10.0))["links"][0]
+
+
+def test_a_code_answer_that_is_not_a_bool_fails_the_run_saying_where():
+    class Maybe(EveryOtherWindowCoded):
+        def code(self, obs, bits):
+            return "yes"
+
+    with pytest.raises(PolicyFailed, match=r"window 0.*code must return a bool, got str"):
+        coded_pipeline(Maybe())
+
+
+def observation(mbps, coder_s):
+    return Observation(
+        now_s=0.0, window_index=3, window_len=8, items_per_microbatch=8, bytes_sent=0,
+        send_s=0.0, measured_mbps=mbps, history_mbps=(), target_rate_items_per_s=10.0,
+        tensor_shape=(8, 197, 768), allowed_bits=(2, 4), bits_last_window=(4,) * 8,
+        packet_bytes={2: 80_000, 4: 160_000}, worst_packet_bytes={2: 100_000, 4: 200_000},
+        coder_s=coder_s)
+
+
+@pytest.mark.parametrize("mbps, coder_s, pays", [
+    (10.0, {2: 0.001, 4: 0.001}, True),  # saves 32 ms a microbatch on the link for 1 ms
+    (1000.0, {2: 0.001, 4: 0.001}, False),  # saves 0.32 ms for 1 ms
+    (1000.0, {}, True),  # the coder's time unknown: code (a packet never grows)
+    (None, {2: 0.001, 4: 0.001}, True),  # nothing measured yet
+])
+def test_coding_pays_when_the_link_time_it_saves_exceeds_the_coders(mbps, coder_s, pays):
+    obs = observation(mbps, coder_s)
+    assert coding_pays(obs, [4] * 8) is pays
+    assert PlannerPolicy().code(obs, [4] * 8) is pays  # before any plan: the measured rate

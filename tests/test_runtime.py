@@ -162,6 +162,34 @@ def test_a_lossless_link_sends_fewer_bytes_for_the_same_predictions_and_expects_
     assert all(abs(expected - coded[1]) <= 0.10 * coded[1] for expected in later), later
 
 
+def test_a_policy_turns_the_coder_off_for_a_window_on_real_links(tmp_path):
+    """A ``code`` answer of False sends that window's frames as bit-planes (the header says
+    so and the receiver decodes them), True sends them coded: the same run mixes both."""
+    (tmp_path / "alternate.py").write_text(
+        "class Alternate:\n"
+        "    def decide(self, obs):\n"
+        "        self.window = obs.window_index\n"
+        "        return [4] * obs.window_len\n"
+        "    def code(self, obs, bits):\n"
+        "        return self.window % 2 == 0\n"
+    )
+    cfg = config(tmp_path, 2, "alternate:Alternate", mode="closed")
+    cfg.write_text(cfg.read_text() + '[quant]\nlossless = "zstd"\n')
+    out = tmp_path / "out"
+    done = launch(cfg, out, "--microbatches", "32", pythonpath=tmp_path)
+    assert done.returncode == 0, done.stderr
+    sender = json.loads((out / "rank0.json").read_text())["records"]
+    coded = {w["window_index"]: w["coded"] for w in sender["windows"]}
+    assert [coded[i] for i in range(8)] == [True, False] * 4
+    sizes = {mb: n for mb, _, n in sender["link_bytes"]}
+    plain = {sizes[mb] for mb in sizes if not coded[mb // 4]}
+    assert len(plain) == 1  # bit-planes: the exact size, every frame alike
+    assert all(sizes[mb] < 0.95 * min(plain) for mb in sizes if coded[mb // 4])
+    summary_ = json.loads((out / "summary.json").read_text())
+    assert summary_["links"][0]["coded_window_share"] == 0.5
+    assert summary_["items_completed"] == 8 * 32  # every frame decoded, coded or not
+
+
 def test_an_image_model_without_labelled_data_gets_random_images_scored_by_nothing(tmp_path):
     from transformers import ViTConfig, ViTForImageClassification
 

@@ -18,6 +18,7 @@ import torch
 from quantpipe_core.cli import echo
 from quantpipe_core.models import Carry
 from quantpipe_core.models.carry import decode_carry, encode_carry
+from quantpipe_core.names import values_label
 from quantpipe_core.quant import PacketError
 from quantpipe_core.results import Records
 from quantpipe_core.runtime.channel import Channel
@@ -131,15 +132,16 @@ class StageDriver:
             if self.plan.source.mode == "closed":
                 self.credit("send", lambda: self.credits.send_number(b"credit", microbatch))
             return
-        bits = self.sender.bits_for_next(start)
+        bits, coded = self.sender.next_packet(start)
         self.check_pace(microbatch, clock() - start)
         if self.fault.on("rename", microbatch):
             out = {f"x{name}": tensor for name, tensor in out.items()}  # testing aid
-        frame = bytearray(encode_carry(out, bits, self.plan.config.link_codec(self.rank)))
+        codec = self.plan.config.link_codec(self.rank)
+        frame = bytearray(encode_carry(out, bits, codec if coded else values_label(codec)))
         if self.fault.on("corrupt", microbatch):
             frame[len(frame) // 2] ^= 0xFF  # testing aid: one flipped byte on the wire
         self.records.finished(microbatch, self.rank, clock())
-        self.sender.put(microbatch, bits, frame)
+        self.sender.put(microbatch, bits, coded, frame)
         self.failure.check()
 
     def source_items(self) -> Iterator[tuple[int, float, Carry]]:

@@ -99,15 +99,16 @@ class Sender:
         self.budget = ByteBudget(OUTBOX_BYTES, failure)
         self.lock = threading.Lock()  # the policy's side is shared with the compute loop
 
-    def bits_for_next(self, now: float) -> int:
+    def next_packet(self, now: float) -> tuple[int, bool]:
+        """The next microbatch's bitwidth, and whether it goes through the link's coder."""
         with self.lock:
-            return self.link.bits_for_next(now)
+            return self.link.bits_for_next(now), self.link.coding
 
-    def put(self, microbatch: int, bits: int, frame: bytes | bytearray) -> None:
+    def put(self, microbatch: int, bits: int, coded: bool, frame: bytes | bytearray) -> None:
         """Queue a frame, waiting while the outbox is over its budget."""
         self.budget.take(len(frame))
         with self.lock:
-            self.link.enqueue(len(frame), bits)
+            self.link.enqueue(len(frame), bits, coded)
         self.outbox.put((microbatch, bits, frame))
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ def records_to_json(records: Records) -> dict[str, Any]:
     data["windows"] = [
         {"link": w.link, "window_index": w.window_index, "t_start_s": w.t_start_s,
          "t_end_s": w.t_end_s, "bits": list(w.bits), "measured_mbps": w.measured_mbps,
-         "used": w.used}
+         "used": w.used, "coded": w.coded}
         for w in records.windows
     ]
     return data
