@@ -98,15 +98,16 @@ class SentenceFidelity:
     metrics = ("nn_agreement", "cosine")
 
     def __init__(self, model: StagedModel, microbatch: int, samples: int | None = None,
-                 skip: int = 0) -> None:
+                 skip: int = 0, tokens: int | None = None) -> None:
         every = stdlib_sentences()
         sentences = every[_chosen(len(every), samples, skip, "sentences")]
-        tokenizer = SentenceTokenizer(model_dir(model.name))
+        tokenizer = SentenceTokenizer(model_dir(model.name), tokens)
         self.microbatches = [
             tokenizer(sentences[i : i + microbatch]) for i in range(0, len(sentences), microbatch)
         ]
         self.data = (f"{len(sentences)} first sentences of Python standard-library docstrings"
-                     f"{_after(skip)}")
+                     f"{_after(skip)}" + (f", cut at and padded to {tokens} tokens" if tokens
+                                          else ""))
         self.reference = run_all(model, self.microbatches)
         self.reference_neighbours = nearest_other(self.reference)
 
@@ -178,11 +179,13 @@ def _after(skip: int) -> str:
 
 
 def task_for(model: StagedModel, microbatch: int, samples: int | None = None,
-             skip: int = 0) -> Task:
+             skip: int = 0, tokens: int | None = None) -> Task:
     """The task QuantPipe scores `model` on, with `microbatch` inputs per microbatch: `samples`
-    inputs (all if None) after the first `skip` (those a change was developed on, say)."""
+    inputs (all if None) after the first `skip` (those a change was developed on, say); a text
+    model's sentences cut at and padded to `tokens` where given (else to each microbatch's
+    longest)."""
     if model.kind == "embedding":
-        return SentenceFidelity(model, microbatch, samples, skip)
+        return SentenceFidelity(model, microbatch, samples, skip, tokens)
     if not takes_digits(model):
         raise ValueError(
             f"{model.name}: QuantPipe measures image classifiers on scikit-learn's 8x8 grey "
@@ -227,12 +230,13 @@ class InputCount:
         return {"metric": None, "measured_accuracy": None, "inputs": self.inputs}
 
 
-def inputs_for(model: StagedModel, microbatch: int) -> Task:
-    """What the runtime feeds `model`: its scored task, or `RandomImages` for an image model
+def inputs_for(model: StagedModel, microbatch: int, tokens: int | None = None) -> Task:
+    """What the runtime feeds `model`: its scored task (a text model's sentences at `tokens`,
+    the length the simulator sizes its frames with), or `RandomImages` for an image model
     without labelled data here."""
     if model.kind != "embedding" and not takes_digits(model):
         return RandomImages(model, microbatch)
-    return task_for(model, microbatch)
+    return task_for(model, microbatch, tokens=tokens)
 
 
 def inputs_in(carry: Carry) -> int:

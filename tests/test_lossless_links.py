@@ -7,7 +7,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-import torch
 
 from quantpipe_core.config import load_config
 from quantpipe_core.models import load_model
@@ -146,36 +145,26 @@ def test_expected_sizes_follow_the_coded_sizes_sent_and_never_pass_the_worst_cas
     assert sizes.expected()[4] == 2000  # 1800 x 1.25, capped at the exact bound
 
 
-def padded_to(tokens):
-    """Sentences padded to `tokens`, the length the simulator sizes frames with: unpadded, a
-    frame's length follows its longest sentence, which no estimate from past frames knows."""
-    def pad(carry):
-        width = carry["input_ids"].shape[1]
-        return {name: torch.nn.functional.pad(tensor, (0, tokens - width))
-                for name, tensor in carry.items()}
-    return pad
-
-
 @pytest.mark.parametrize("model, cut", [("digits-vit", "block1.gelu"), ("minilm", "block2.out")])
 def test_expected_window_bytes_are_within_a_tenth_of_the_sent_on_held_out_data(
         tmp_path, model, cut):
     """The sender's expectation, from the shipped profile and the sizes sent so far, against
     the frames of inputs the profile did not measure (its first 64 are skipped), in windows of
     4 microbatches whose bitwidth changes every window (a policy on a trace switches less).
-    Sentences are padded to the config's length, so that only the coder's bytes vary."""
+    Sentences are at the config's length, as the runtime feeds them, so that only the coder's
+    bytes vary."""
     config = load_config(config_file(tmp_path, model=model, cut=cut, quant='lossless = "zstd"'))
     _, (link,), _ = build_specs(config, resolve(config, "traces/like-norway-bus.csv"))
     label = config.link_codec(0)
     staged = load_model(model)
     end = staged.cut_index(cut) + 1
-    task = task_for(staged, config.model.microbatch, 256, skip=64)
-    inputs_at_shape = padded_to(config.model.tokens) if model == "minilm" else lambda x: x
+    task = task_for(staged, config.model.microbatch, 256, skip=64, tokens=config.model.tokens)
     schedule = [2, 2, 3, 3, 4, 4, 6, 8]  # every bitwidth a policy may pick, in turn
     sizes = PacketSizes(link.packet_bytes, link.worst_packet_bytes)
     errors, window_expected, window_sent = [], 0, 0
     for index, inputs in enumerate(task.microbatches):
         bits = schedule[(index // 4) % len(schedule)]
-        sent = len(encode_carry(staged.run(inputs_at_shape(inputs), 0, end), bits, label))
+        sent = len(encode_carry(staged.run(inputs, 0, end), bits, label))
         window_expected += sizes.expected()[bits]
         window_sent += sent
         sizes.sent(bits, sent)

@@ -146,6 +146,16 @@ def test_vit_base_has_vit_base_shapes():
     assert sum(p.numel() for p in model.parameters()) == pytest.approx(86.6e6, rel=0.01)
 
 
+def test_a_tokenizer_with_a_length_cuts_and_pads_to_it_and_padding_changes_no_embedding():
+    model, folder = load_model("minilm"), model_dir("minilm")
+    natural, fixed = SentenceTokenizer(folder)(SENTENCES), SentenceTokenizer(folder, 32)(SENTENCES)
+    assert natural["input_ids"].shape[1] < 32 and fixed["input_ids"].shape == (len(SENTENCES), 32)
+    with torch.no_grad():
+        assert torch.allclose(model(natural), model(fixed), atol=1e-5)  # the mask hides pads
+    long = SentenceTokenizer(folder, 8)([" ".join(["word"] * 40)])
+    assert long["input_ids"].shape == (1, 8) and long["mask"].sum() == 8  # cut, as the config
+
+
 @pytest.mark.parametrize("model_name", ["digits-vit", "minilm"])
 def test_carry_specs_and_wire_size_match_what_crosses_each_cut(model_name):
     model = load_model(model_name)

@@ -86,8 +86,8 @@ class Rank:
         self.plan: RuntimePlan = resolve_runtime(config)
         self.records, self.failure = Records(), Failure()
         self.blame = Blame(self.name, self.who, options.timeout_s)
-        self.task = inputs_for(self.plan.model, config.model.microbatch) if (
-            self.rank == 0 or self.last) else None
+        self.task = inputs_for(self.plan.model, config.model.microbatch,
+                               config.model.tokens) if (self.rank == 0 or self.last) else None
         self.sink = SharedScore(self.task.running_score()) if self.last and self.task else None
         duration = options.duration_s if options.duration_s is not None else (
             config.run.duration_s or None)
