@@ -123,6 +123,8 @@ class Sender:
                     self.budget.give(len(frame))
                     continue
                 start = self.clock()
+                with self.lock:
+                    self.link.dequeue()  # on the link now: no longer waiting, as in the simulator
                 self.send(microbatch, bits, frame)
                 acked = channel.recv_number(b"ack")
                 send_s = self.clock() - start
@@ -131,7 +133,6 @@ class Sender:
                                           f"{acked} while {microbatch} was sent")
                 with self.lock:
                     self.link.delivered(len(frame), send_s)
-                    self.link.dequeue()
                 self.budget.give(len(frame))
                 self.records.sent(microbatch, channel.link, bits, len(frame))
             channel.send_end()
