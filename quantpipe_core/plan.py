@@ -63,7 +63,10 @@ class LinkSpec:
     one both are the exact size. ``coder_encode_s`` and ``coder_decode_s`` are the seconds the
     coder adds per microbatch to the sending and the receiving stage at each bitwidth (included
     in their `StageSpec` times; empty where no lossless profile measures them): a window its
-    policy sends without the coder (`quantpipe_core.policy.Policy`) saves them."""
+    policy sends without the coder (`quantpipe_core.policy.Policy`) saves them.
+    ``upstream_path_s`` is the part of ``compute_path_s`` before the sending stage starts a
+    microbatch (the stages and link latencies ahead of it): what its microbatches took beyond
+    it is the delay they gathered upstream (`quantpipe_core.sender.LinkSender`)."""
 
     trace: CapacityTrace | None
     packet_bytes: Mapping[int, int]  # expected (exact without a lossless coder)
@@ -78,6 +81,7 @@ class LinkSpec:
     coded: bool = False  # the link's codec names a lossless coder
     coder_encode_s: Mapping[int, float] = field(default_factory=dict)
     coder_decode_s: Mapping[int, float] = field(default_factory=dict)
+    upstream_path_s: float = 0.0  # from the source to this link's sending stage, with no queue
 
 
 @dataclass(frozen=True)
@@ -293,8 +297,9 @@ def build_specs(
         max_in_flight=config.source.max_in_flight,
     )
     utility, path = run_utility(config, stages, links, source), compute_path(config, stages, links)
-    for link in links:
+    for k, link in enumerate(links):
         link.utility, link.compute_path_s = utility, path
+        link.upstream_path_s = compute_path(config, stages[:k], links[:k])
     return stages, links, source
 
 

@@ -74,6 +74,11 @@ class Observation:
     it, and ``compute_path_s`` a microbatch's latency with no queue and infinite links.
     ``coder_s`` is the time a lossless coder adds to one microbatch, encode and decode, at each
     bitwidth (empty without a coder, or where no lossless profile measured it).
+    ``upstream_delay_s`` is how much longer than its path without queues the microbatch this
+    stage is starting took to get here from the source: the queues and transfers of the links
+    before this one (0 on the first link, and where the source runs a closed loop). Its
+    latency, and that of the microbatches behind it, is that much longer than this link alone
+    makes it (`latency_floor_s`).
     """
 
     now_s: float
@@ -96,11 +101,18 @@ class Observation:
     compute_path_s: float = 0.0
     worst_packet_bytes: Mapping[int, int] = field(default_factory=dict)
     coder_s: Mapping[int, float] = field(default_factory=dict)
+    upstream_delay_s: float = 0.0
 
     @property
     def budget_s(self) -> float:
         """Seconds per microbatch the target rate allows."""
         return self.items_per_microbatch / self.target_rate_items_per_s
+
+    @property
+    def latency_floor_s(self) -> float:
+        """A microbatch's latency if this link had no queue and took no time: the compute path
+        and the delay already gathered before this link."""
+        return self.compute_path_s + self.upstream_delay_s
 
     def send_time_s(self, bits: int, mbps: float) -> float:
         """Seconds to send one microbatch's packet at `bits` over `mbps`."""
@@ -371,11 +383,14 @@ class PlannerPolicy:
     Model, per scenario: the bytes handed to the link and not delivered yet become a backlog in
     seconds at that rate; each microbatch of a window arrives one budget after the previous,
     waits for the backlog ahead of it, and adds its own send time; its latency is the compute
-    path plus that wait and send time. Plan: dynamic programming over ``horizon`` windows on a
-    grid of backlogs and the last bitwidth, scoring each window as the utility does
-    (`quantpipe_core.utility`: value, lateness past the SLO, switching); the bitwidth chosen
-    has the best score averaged over the worst ``risk`` share of scenarios (1: all of them), so a
-    plan that is good on the median forecast but costly when the link disappoints is avoided.
+    path and the delay gathered on the links before this one (``latency_floor_s``, which the
+    plan takes to last) plus that wait and send time: a later link of a slow pipeline then
+    does not add bytes to microbatches that are late already. Plan: dynamic programming over
+    ``horizon`` windows on a grid of backlogs and the last bitwidth, scoring each window as the
+    utility does (`quantpipe_core.utility`: value, lateness past the SLO, switching); the
+    bitwidth chosen has the best score averaged over the worst ``risk`` share of scenarios (1:
+    all of them), so a plan that is good on the median forecast but costly when the link
+    disappoints is avoided.
     A higher bitwidth than the last is taken only if its expected gain is at least ``hold`` of
     its value gain (the rest may go to expected lateness and switching): a noisy rate measurement
     then does not flap the choice on a marginal case; going down is never held.
@@ -468,7 +483,7 @@ class PlannerPolicy:
                                   obs.window_len)
         switch = utility.switch_weight * np.abs(values[:, None] - values[None, :])  # [b, last]
         future = -utility.late_weight * obs.window_len * np.maximum(
-            obs.compute_path_s + grid - utility.latency_slo_s, 0.0)
+            obs.latency_floor_s + grid - utility.latency_slo_s, 0.0)
         future = np.broadcast_to(future[None, :, None], reward.shape)  # [s, q, last]
         for _ in range(self.horizon - 1):
             ahead = _interpolate(future, after, top)  # [s, q, b]
@@ -672,7 +687,7 @@ class _WindowModel:
         per_send = send[:, None, :]
         late = np.zeros_like(q)
         for _ in range(count):
-            late += np.maximum(obs.compute_path_s + q + per_send - utility.latency_slo_s, 0.0)
+            late += np.maximum(obs.latency_floor_s + q + per_send - utility.latency_slo_s, 0.0)
             q = np.maximum(q + per_send - obs.budget_s, 0.0)
         return count * self.values - utility.late_weight * late, q
 

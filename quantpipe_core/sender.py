@@ -96,15 +96,24 @@ class LinkSender:
         self.measured: float | None = None
         self.queued = 0  # packets waiting for the link
         self.queued_bytes = 0  # bytes handed to the link and not delivered yet (in flight too)
+        self.upstream_delay_s = 0.0  # what the last microbatch took to get here, past its path
         self.sizes = PacketSizes(spec.packet_bytes, spec.worst_packet_bytes)
         self.last_window: WindowRecord | None = None  # records.windows holds every link's
         self.expected_windows: int | None = None  # decisions this run will ask for, if known
         self.warned_slow = False
 
-    def bits_for_next(self, now: float) -> int:
-        """The bitwidth of the next microbatch; asks the policy at each window's start, and a
-        policy with ``revise`` before each later microbatch once this window delivered
-        something (`quantpipe_core.policy.Policy`)."""
+    def bits_for_next(self, now: float, microbatch: int | None = None) -> int:
+        """The bitwidth of `microbatch`, which this stage starts at `now`; asks the policy at
+        each window's start, and a policy with ``revise`` before each later microbatch once this
+        window delivered something (`quantpipe_core.policy.Policy`).
+
+        An open-loop source offers microbatch m at m periods, on a clock every stage shares
+        (the runtime's starts at rank 0's start), so the delay it gathered before this stage
+        needs no message: its age now, less the path to here without queues."""
+        if microbatch is not None and self.source.mode == "open":
+            period = self.source.items_per_microbatch / self.source.target_rate_items_per_s
+            self.upstream_delay_s = max(
+                now - microbatch * period - self.spec.upstream_path_s, 0.0)
         if not self.schedule:
             self._decide(now)
         elif self.delivered_s > 0 and hasattr(self.spec.policy, "revise"):
@@ -193,6 +202,7 @@ class LinkSender:
             accuracy_by_bits=self.spec.accuracy_by_bits,
             queued_microbatches=self.queued,
             queued_bytes=self.queued_bytes,
+            upstream_delay_s=self.upstream_delay_s,
             utility=self.spec.utility,
             compute_path_s=self.spec.compute_path_s,
         )

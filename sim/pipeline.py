@@ -144,7 +144,7 @@ class Pipeline:
             bits = coded = None
             if not last:
                 sender, link = self.senders[k], self.links[k]
-                bits = sender.bits_for_next(self.env.now)
+                bits = sender.bits_for_next(self.env.now, microbatch)
                 coded = sender.coding
                 work += spec.encode_s.get(bits, 0.0)
                 if not coded:

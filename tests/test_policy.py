@@ -177,6 +177,44 @@ def test_the_planner_drops_its_bitwidth_when_bytes_are_waiting():
     assert busy < idle
 
 
+def test_the_planner_sends_fewer_bits_for_microbatches_that_arrive_late_already():
+    """A later link of a slow pipeline: its microbatches spent most of the SLO upstream, so a
+    queue this link would carry on time alone makes them late."""
+    roomy = mbps_fitting(8) * 1.2
+    on_time = PlannerPolicy().decide(planner_observation(roomy))[0]
+    obs = dataclasses.replace(planner_observation(roomy), upstream_delay_s=3.5)
+    assert obs.latency_floor_s == pytest.approx(0.2 + 3.5)
+    late = PlannerPolicy().decide(obs)[0]
+    assert late < on_time
+
+
+def test_the_sender_measures_the_delay_gathered_upstream_from_the_microbatch_index():
+    """An open-loop source offers microbatch m at m periods (1 s here); a stage that starts it
+    later than the path before it takes has the difference as ``upstream_delay_s``."""
+    from quantpipe_core.plan import LinkSpec, SourceSpec
+    from quantpipe_core.results import Records
+    from quantpipe_core.sender import LinkSender
+
+    seen = []
+
+    class Watch:
+        def decide(self, obs):
+            seen.append(obs.upstream_delay_s)
+            return [8] * obs.window_len
+
+    spec = LinkSpec(None, PACKET, Watch(), SHAPE, upstream_path_s=0.5)
+    sender = LinkSender(1, spec, SourceSpec(TARGET, 8), ALLOWED, 1, Records())
+    sender.bits_for_next(3.5, microbatch=3)  # on its path's time: no delay
+    sender.bits_for_next(7.0, microbatch=4)  # 2.5 s late
+    sender.bits_for_next(7.0)  # no index: the last delay stands
+    assert seen == [0.0, pytest.approx(2.5), pytest.approx(2.5)]
+    closed = LinkSender(1, dataclasses.replace(spec, policy=Watch()),
+                        SourceSpec(TARGET, 8, mode="closed"), ALLOWED, 1, Records())
+    seen.clear()
+    closed.bits_for_next(7.0, microbatch=4)  # a closed loop's offers keep no schedule
+    assert seen == [0.0]
+
+
 def test_the_planner_follows_a_drop_and_values_bits_by_log2_without_a_profile():
     decisions = run_link(PlannerPolicy(), [mbps_fitting(8)] * 8 + [mbps_fitting(3)] * 8)
     assert all(b <= 4 for b in decisions[11])

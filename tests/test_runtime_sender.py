@@ -47,3 +47,14 @@ def test_a_packet_on_the_link_no_longer_counts_as_waiting():
     assert not failure.event.is_set(), failure.message
     assert channel.waiting == [2, 1, 0]
     assert link.queued == 0 and link.queued_bytes == 0
+
+
+def test_the_runtime_tells_the_policy_how_late_a_microbatch_reached_its_stage():
+    """A stage's clock starts at rank 0's start, where the source offers microbatch m at m
+    periods: the stage's sender needs only the index to know the delay gathered upstream."""
+    spec = LinkSpec(None, {4: 100}, FixedPolicy(bits=4), (1,), upstream_path_s=0.25)
+    link = LinkSender(1, spec, SourceSpec(8.0, 8), (4,), 4, Records())
+    sender = Sender(RecordingChannel(link), link, Records(), Failure(),
+                    Blame("stage 1", str, 1.0), clock=lambda: 0.0, past_end=lambda: False)
+    assert sender.next_packet(5.0, 2) == (4, False)  # offered at 2 s, 0.25 s of path
+    assert link.upstream_delay_s == 2.75

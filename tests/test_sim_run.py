@@ -275,3 +275,16 @@ def test_a_links_codec_label_is_checked_and_completed(tmp_path):
         load_config(path)
     path.write_text('[[links]]\ncodec = "minmax"\n')
     assert load_config(path).links[0].codec == "minmax/hadamard/auto"
+
+
+def test_each_link_knows_the_path_before_its_sending_stage():
+    """``upstream_path_s``: none on the first link; on link k the stages before it (compute and
+    codec, as the compute path counts them) and the link latencies between them."""
+    from quantpipe_core.plan import build_specs, compute_path, resolve
+
+    cfg = load_config("configs/reports/vit-base-4.toml")
+    stages, links, _ = build_specs(cfg, resolve(cfg, "traces/step-drop.csv"))
+    paths = [link.upstream_path_s for link in links]
+    assert paths[0] == 0.0
+    assert paths == [pytest.approx(compute_path(cfg, stages[:k], links[:k])) for k in range(3)]
+    assert 0 < paths[1] < paths[2] < links[2].compute_path_s

@@ -132,7 +132,7 @@ class StageDriver:
             if self.plan.source.mode == "closed":
                 self.credit("send", lambda: self.credits.send_number(b"credit", microbatch))
             return
-        bits, coded = self.sender.next_packet(start)
+        bits, coded = self.sender.next_packet(start, microbatch)
         self.check_pace(microbatch, clock() - start)
         if self.fault.on("rename", microbatch):
             out = {f"x{name}": tensor for name, tensor in out.items()}  # testing aid

@@ -99,10 +99,10 @@ class Sender:
         self.budget = ByteBudget(OUTBOX_BYTES, failure)
         self.lock = threading.Lock()  # the policy's side is shared with the compute loop
 
-    def next_packet(self, now: float) -> tuple[int, bool]:
-        """The next microbatch's bitwidth, and whether it goes through the link's coder."""
+    def next_packet(self, now: float, microbatch: int) -> tuple[int, bool]:
+        """`microbatch`'s bitwidth, and whether it goes through the link's coder."""
         with self.lock:
-            return self.link.bits_for_next(now), self.link.coding
+            return self.link.bits_for_next(now, microbatch), self.link.coding
 
     def put(self, microbatch: int, bits: int, coded: bool, frame: bytes | bytearray) -> None:
         """Queue a frame, waiting while the outbox is over its budget."""
