@@ -86,13 +86,18 @@ class LinkSpec:
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """Open loop: one microbatch every `items_per_microbatch / target_rate` seconds; closed
-    loop: a new one whenever fewer than `max_in_flight` are in the pipeline."""
+    """Open loop: one microbatch every `period_s`, microbatch m at m periods; closed loop: a new
+    one whenever fewer than `max_in_flight` are in the pipeline."""
 
     target_rate_items_per_s: float
     items_per_microbatch: int
     mode: str = "open"
     max_in_flight: int = 4
+
+    @property
+    def period_s(self) -> float:
+        """Seconds between two microbatches of the open loop (the target rate's budget)."""
+        return self.items_per_microbatch / self.target_rate_items_per_s
 
 
 @dataclass
@@ -366,8 +371,8 @@ def run_utility(
     settings = config.utility
     slo = settings.latency_slo_s
     if slo == "auto":
-        period = source.items_per_microbatch / source.target_rate_items_per_s
-        slo = auto_latency_slo(compute_path(config, stages, links), config.policy.window, period)
+        slo = auto_latency_slo(compute_path(config, stages, links), config.policy.window,
+                               source.period_s)
     return Utility(float(slo), settings.late_weight, settings.switch_weight)
 
 

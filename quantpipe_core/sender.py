@@ -98,6 +98,8 @@ class LinkSender:
         self.queued_bytes = 0  # bytes handed to the link and not delivered yet (in flight too)
         self.upstream_delay_s = 0.0  # what the last microbatch took to get here, past its path
         self.sizes = PacketSizes(spec.packet_bytes, spec.worst_packet_bytes)
+        self.coder_s = {b: s + spec.coder_decode_s.get(b, 0.0)  # encode and decode, per bitwidth
+                        for b, s in spec.coder_encode_s.items()}
         self.last_window: WindowRecord | None = None  # records.windows holds every link's
         self.expected_windows: int | None = None  # decisions this run will ask for, if known
         self.warned_slow = False
@@ -111,9 +113,8 @@ class LinkSender:
         (the runtime's starts at rank 0's start), so the delay it gathered before this stage
         needs no message: its age now, less the path to here without queues."""
         if microbatch is not None and self.source.mode == "open":
-            period = self.source.items_per_microbatch / self.source.target_rate_items_per_s
             self.upstream_delay_s = max(
-                now - microbatch * period - self.spec.upstream_path_s, 0.0)
+                now - microbatch * self.source.period_s - self.spec.upstream_path_s, 0.0)
         if not self.schedule:
             self._decide(now)
         elif self.delivered_s > 0 and hasattr(self.spec.policy, "revise"):
@@ -197,8 +198,7 @@ class LinkSender:
             bits_last_window=bits_last,
             packet_bytes=self.sizes.expected(),
             worst_packet_bytes=self.sizes.worst,
-            coder_s={b: s + self.spec.coder_decode_s.get(b, 0.0)
-                     for b, s in self.spec.coder_encode_s.items()},
+            coder_s=self.coder_s,
             accuracy_by_bits=self.spec.accuracy_by_bits,
             queued_microbatches=self.queued,
             queued_bytes=self.queued_bytes,

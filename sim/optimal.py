@@ -84,8 +84,7 @@ class PipelineModel:
         if any(link.trace is None for link in links):
             raise ValueError("the offline optimum needs every link's trace")
         actions = tuple(itertools.product(sorted(bits), repeat=len(links)))
-        period = source.items_per_microbatch / source.target_rate_items_per_s
-        return cls(stages, links, period, duration_s, utility, actions,
+        return cls(stages, links, source.period_s, duration_s, utility, actions,
                    tuple(float(value_of(a)) for a in actions))
 
     @property

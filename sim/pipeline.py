@@ -113,7 +113,7 @@ class Pipeline:
         return self.records
 
     def _source(self):
-        period = self.source.items_per_microbatch / self.source.target_rate_items_per_s
+        period = self.source.period_s
         closed = self.source.mode == "closed"
         microbatch = 0
         while True:
@@ -156,8 +156,7 @@ class Pipeline:
                 if self.source.mode == "closed":
                     yield self.in_flight.put(1)
             else:
-                nbytes = (link.packet_bytes if coded else link.worst_packet_bytes
-                          or link.packet_bytes)[bits]
+                nbytes = (link.packet_bytes if coded else sender.sizes.worst)[bits]
                 sender.enqueue(nbytes, bits, coded)
                 yield self.outboxes[k].put((microbatch, bits, coded, nbytes))
 

@@ -149,7 +149,7 @@ class StageDriver:
         assert self.task is not None
         data, pace, source = self.task.microbatches, self.pace, self.plan.source
         count = pace.count if pace.count is not None or pace.duration_s is not None else len(data)
-        period = source.items_per_microbatch / source.target_rate_items_per_s
+        period = source.period_s
         closed = source.mode == "closed"
         credits = microbatch = 0
         while count is None or microbatch < count:
