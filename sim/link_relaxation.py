@@ -96,8 +96,10 @@ def solve_by_links(
     model: PipelineModel,
     grid_s: float = DEFAULT_GRID_S,
     on_progress: Callable[[float], None] | None = None,
+    window: int = 1,
 ) -> Solution:
-    """The bound and plan of the module docstring; `on_progress` as `sim.optimal.solve`'s."""
+    """The bound and plan of the module docstring; `on_progress` and `window` as
+    `sim.optimal.solve`'s."""
     began = time.perf_counter()
     n_links = len(model.links)
     per_link, slack = split_values(model)
@@ -116,7 +118,8 @@ def solve_by_links(
                 done = len(solved) / (2 * n_links)  # programmes: k at full and uniform weight
                 report = None if on_progress is None else (
                     lambda share, done=done: on_progress(done + share / (2 * n_links)))
-                solved[key] = solve(relaxed_model(model, k, lam[k], per_link[k]), grid_s, report)
+                solved[key] = solve(relaxed_model(model, k, lam[k], per_link[k]), grid_s, report,
+                                    window)
                 largest = max(largest, solved[key].largest_state_count)
             total += solved[key].bound
         bounds.append(total)
@@ -128,7 +131,7 @@ def solve_by_links(
     values = [replay(model, plan) for plan in plans]
     best = int(np.argmax(values))
     return Solution(min(bounds), float(values[best]), plans[best], grid_s, largest,
-                    time.perf_counter() - began, method="links")
+                    time.perf_counter() - began, method="links", window=window)
 
 
 def _joint_plan(

@@ -108,12 +108,14 @@ class Solution:
     largest_state_count: int
     seconds: float
     method: str = "joint"  # or "links": the bound of `sim.link_relaxation`
+    window: int = 1  # microbatches that share one decision
 
     def summary(self) -> dict[str, Any]:
+        held = {"window": self.window} if self.window > 1 else {}  # as before when per microbatch
         return {
             "method": self.method, "bound": self.bound, "plan_value": self.value,
             "gap": self.bound - self.value, "grid_s": self.grid_s, "microbatches": len(self.plan),
-            "largest_state_count": self.largest_state_count, "seconds": self.seconds,
+            "largest_state_count": self.largest_state_count, "seconds": self.seconds, **held,
         }
 
 
@@ -162,11 +164,16 @@ def solve(
     model: PipelineModel,
     grid_s: float = DEFAULT_GRID_S,
     on_progress: Callable[[float], None] | None = None,
+    window: int = 1,
 ) -> Solution:
     """The programme described in the module's docstring; `on_progress` gets the share of
-    microbatches done, about every hundredth (a long trace takes minutes)."""
+    microbatches done, about every hundredth (a long trace takes minutes). With `window` > 1 a
+    plan may change bits only at microbatches 0, `window`, 2 `window`, ...: the optimum of a
+    policy that commits each window's bits at its start, as the sender's windows run."""
     if grid_s < 0 or not math.isfinite(grid_s):
         raise ValueError(f"grid_s must be a finite number >= 0, got {grid_s}")
+    if window < 1:
+        raise ValueError(f"window must be >= 1 microbatch, got {window}")
     began = time.perf_counter()
     n_links, n_actions = len(model.links), len(model.actions)
     values = np.array(model.values)
@@ -196,8 +203,11 @@ def solve(
         if on_progress is not None and n % every == 0:
             on_progress(n / model.microbatches)
         count = len(score)
-        parent = np.repeat(np.arange(count), n_actions)
-        action = np.tile(np.arange(n_actions), count)
+        if n % window == 0:  # a decision: every action from every state
+            parent = np.repeat(np.arange(count), n_actions)
+            action = np.tile(np.arange(n_actions), count)
+        else:  # within a window: the bits it started with
+            parent, action = np.arange(count), last
         old = free[parent]
         new = np.empty_like(old)
         start = np.maximum(t_source, old[:, 0])
@@ -224,7 +234,9 @@ def solve(
             reward = np.where(end < end_s, np.maximum(delivered, missed), missed)
         total = score[parent] + reward
         t_next = model.source_times[n + 1] if n + 1 < model.microbatches else None
-        keep, free = _merge(new, action, total, floors, t_next, grid_s, values, u.switch_weight)
+        locked = (n + 1) % window != 0  # the next microbatch keeps its state's action
+        keep, free = _merge(new, action, total, floors, t_next, grid_s, values, u.switch_weight,
+                            locked)
         last, score = action[keep], total[keep]
         parents.append(parent[keep].astype(np.int32))
         chosen.append(last.astype(np.int16))
@@ -237,7 +249,8 @@ def solve(
         best = int(parents[n][best])
     plan.reverse()
     value = replay(model, plan)
-    return Solution(bound, value, plan, grid_s, largest, time.perf_counter() - began)
+    return Solution(bound, value, plan, grid_s, largest, time.perf_counter() - began,
+                    window=window)
 
 
 class Floors:
@@ -282,13 +295,16 @@ class Floors:
 def _merge(
     free: np.ndarray, action: np.ndarray, total: np.ndarray, floors: Floors,
     t_next: float | None, grid_s: float, values: np.ndarray, switch_weight: float,
+    locked: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The candidates worth keeping and their free times.
 
     Free times are raised to their floors (`Floors`). Candidates with equal last action and free
     times are merged (the best kept), and a candidate is dropped when another one frees every
     resource no later and has more utility, even after paying for the switch between their last
-    actions: whatever the dropped one does next, the other can do too, at least as well.
+    actions: whatever the dropped one does next, the other can do too, at least as well. While
+    the next microbatch is `locked` to its state's action (within a window), only candidates
+    with the same last action can stand in for each other.
     """
     if t_next is None:
         return np.arange(len(total)), free
@@ -300,13 +316,14 @@ def _merge(
     first = np.ones(len(order), dtype=bool)
     first[1:] = np.any(ordered[1:] != ordered[:-1], axis=1)
     keep = order[first]
-    keep = keep[~_dominated(excess[keep], action[keep], total[keep], values, switch_weight)]
+    keep = keep[~_dominated(excess[keep], action[keep], total[keep], values, switch_weight,
+                            locked)]
     return keep, raised[keep]
 
 
 def _dominated(
     excess: np.ndarray, action: np.ndarray, total: np.ndarray, values: np.ndarray,
-    switch_weight: float,
+    switch_weight: float, locked: bool = False,
 ) -> np.ndarray:
     """Which candidates another one dominates (see `_merge`), found exactly along one resource.
 
@@ -341,7 +358,7 @@ def _dominated(
             mine = acts_g == a
             best = np.maximum.accumulate(np.where(mine, utils_g, -np.inf))
             before = np.r_[-np.inf, best[:-1]]  # the same action: strictly earlier in order
-            cost = switch_weight * np.abs(values[a] - value_g)
+            cost = np.inf if locked else switch_weight * np.abs(values[a] - value_g)
             beaten[a0:a1] |= np.where(mine, before >= utils_g, best - cost > utils_g)
     dominated[order] = beaten
     return dominated

@@ -116,10 +116,14 @@ def solve_optimal(
     value_of = accuracy_of if profiled else log_value
     model = PipelineModel.from_specs(stages, links, source, duration_s, utility, bits, value_of)
     params = dict(config.policy.params)
-    if unknown := set(params) - {"grid_s"}:
-        raise ValueError(f"policy 'optimal' takes only grid_s, got {sorted(unknown)}")
+    if unknown := set(params) - {"grid_s", "per"}:
+        raise ValueError(f"policy 'optimal' takes only grid_s and per, got {sorted(unknown)}")
+    per = params.pop("per", "microbatch")
+    if per not in ("microbatch", "window"):
+        raise ValueError(f"policy 'optimal': per must be 'microbatch' or 'window', got {per!r}")
+    window = config.policy.window if per == "window" else 1
     solver = solve if len(links) == 1 else solve_by_links
-    solution = solver(model, **params, on_progress=on_progress)
+    solution = solver(model, **params, on_progress=on_progress, window=window)
     for k, link in enumerate(links):
         link.policy = OptimalPolicy([bits_[k] for bits_ in solution.plan])
     return solution

@@ -31,6 +31,18 @@ def test_the_bound_is_above_brute_force_and_the_plan_below_it(seed, links, bits,
     assert solution.method == "links"
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(("links", "bits", "microbatches"), [(2, (2, 8), 6), (3, (2, 8), 5)])
+def test_per_window_the_bound_is_above_brute_force_and_the_plan_holds_each_window(
+        seed, links, bits, microbatches):
+    model = small_case(seed, links=links, bits=bits, microbatches=microbatches)
+    best = brute_force(model, window=2)
+    solution = solve_by_links(model, grid_s=0.01, window=2)
+    assert solution.bound >= best - 1e-12
+    assert solution.value <= best + 1e-12
+    assert all(solution.plan[n] == solution.plan[n - n % 2] for n in range(microbatches))
+
+
 def values_model(value_of) -> PipelineModel:
     model = small_case(0, links=3, bits=(2, 4, 8), microbatches=2)
     return PipelineModel(model.stages, model.links, model.period_s, model.duration_s,

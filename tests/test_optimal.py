@@ -43,9 +43,11 @@ def small_case(seed: int, links: int, bits: tuple[int, ...], microbatches: int) 
                                     utility, bits, log_value)
 
 
-def brute_force(model: PipelineModel) -> float:
-    return max(replay(model, plan)
-               for plan in itertools.product(model.actions, repeat=model.microbatches))
+def brute_force(model: PipelineModel, window: int = 1) -> float:
+    """The best plan's utility, over every plan whose bits change only at a window's start."""
+    decisions = -(-model.microbatches // window)
+    return max(replay(model, [choice[n // window] for n in range(model.microbatches)])
+               for choice in itertools.product(model.actions, repeat=decisions))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -73,6 +75,28 @@ def test_a_grid_gives_a_bound_above_the_optimum_and_a_plan_below_it(seed):
     assert rounded.value <= best + 1e-12
 
 
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("window", [2, 3])
+@pytest.mark.parametrize(("links", "bits", "microbatches"), [(1, (2, 4, 8), 9), (2, (2, 8), 7)])
+def test_per_window_the_programme_equals_brute_force_over_plans_that_hold_each_window(
+        seed, window, links, bits, microbatches):
+    model = small_case(seed, links=links, bits=bits, microbatches=microbatches)
+    best = brute_force(model, window)
+    exact = solve(model, grid_s=0.0, window=window)
+    assert exact.bound == pytest.approx(best, abs=1e-12)
+    assert exact.value == pytest.approx(best, abs=1e-12)
+    assert all(exact.plan[n] == exact.plan[n - n % window] for n in range(microbatches))
+    rounded = solve(model, grid_s=0.05, window=window)
+    assert rounded.bound >= best - 1e-12
+    assert rounded.value <= best + 1e-12
+    assert best <= brute_force(model) + 1e-12  # holding a window can only cost
+
+
+def test_a_window_shorter_than_one_microbatch_is_refused():
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        solve(small_case(0, links=1, bits=(2, 4), microbatches=3), window=0)
+
+
 def digits_config(policy: str, scale: float, duration: float):
     return load_config(ROOT / "configs" / "reports" / "digits-vit.toml").replace(**{
         "policy.name": policy, "links.*.scale": scale, "run.duration_s": duration,
@@ -84,6 +108,19 @@ def test_the_simulator_replays_the_plan_to_the_value_the_optimum_promises():
     optimum = result.summary["optimal"]
     assert result.summary["utility"]["value"] == pytest.approx(optimum["plan_value"], abs=1e-12)
     assert optimum["bound"] >= optimum["plan_value"] - 1e-12
+
+
+def test_per_window_the_simulator_holds_each_window_and_replays_the_plan_to_its_value():
+    config = digits_config("optimal", 0.1, 40.0).replace(**{"policy.params.per": "window"})
+    result = simulate(config, ROOT / "traces" / "step-drop.csv")
+    optimum = result.summary["optimal"]
+    assert optimum["window"] == config.policy.window
+    assert result.summary["utility"]["value"] == pytest.approx(optimum["plan_value"], abs=1e-12)
+    windows = result.records.windows
+    assert len(windows) > 10 and all(len(set(w.bits)) == 1 for w in windows)
+    every = simulate(digits_config("optimal", 0.1, 40.0), ROOT / "traces" / "step-drop.csv")
+    assert "window" not in every.summary["optimal"]
+    assert optimum["plan_value"] <= every.summary["optimal"]["bound"] + 1e-12
 
 
 @pytest.mark.slow
@@ -108,8 +145,11 @@ def test_the_optimum_is_refused_outside_the_simulator_and_for_a_closed_source():
 
 def test_the_optimum_refuses_parameters_it_does_not_take():
     trace = ROOT / "traces" / "step-drop.csv"
-    with pytest.raises(ValueError, match="takes only grid_s"):
+    with pytest.raises(ValueError, match="takes only grid_s and per"):
         simulate(digits_config("optimal", 0.1, 10.0).replace(**{"policy.params.grid": 1}), trace)
+    with pytest.raises(ValueError, match="per must be 'microbatch' or 'window'"):
+        simulate(digits_config("optimal", 0.1, 10.0).replace(**{"policy.params.per": "item"}),
+                 trace)
     with pytest.raises(ValueError, match="grid_s must be a finite number >= 0"):
         simulate(digits_config("optimal", 0.1, 10.0).replace(**{"policy.params.grid_s": -1}),
                  trace)
