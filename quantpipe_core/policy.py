@@ -468,27 +468,40 @@ class PlannerPolicy:
         bits = self._plan(obs, self._rates(obs, learn=False), left)
         return [bits] * left if bits < obs.bits_last_window[-1] else None
 
-    def _plan(self, obs: Observation, mbps: np.ndarray, first: int) -> int:
+    def _plan(self, obs: Observation, mbps: np.ndarray, first: int,
+              later: Sequence[np.ndarray] | None = None) -> int:
         """The bitwidth of the next `first` microbatches, the scenarios' rates being `mbps`;
-        the windows after them are ``obs.window_len`` long."""
+        the windows after them are ``obs.window_len`` long, at `later[k]` in the k-th of them
+        (one rate per scenario; default: `mbps` throughout)."""
         allowed = sorted(obs.allowed_bits)
         utility = obs.utility or Utility(obs.compute_path_s + obs.window_len * obs.budget_s)
         values = _bit_values(obs, allowed)
         send = np.array([[obs.send_time_s(b, r) for b in allowed] for r in mbps])  # [s, b]
         backlog = obs.queued_bytes * 8 / (mbps * 1e6)  # [s]
         top = max(2 * utility.latency_slo_s, float(backlog.max()), 1e-6)
-        grid = np.linspace(0.0, top, self.grid)
+        grid = np.broadcast_to(np.linspace(0.0, top, self.grid), (len(mbps), self.grid))
         plan = _WindowModel(obs, utility, values)
-        reward, after = plan.step(np.broadcast_to(grid, (len(mbps), self.grid)), send,
-                                  obs.window_len)
         switch = utility.switch_weight * np.abs(values[:, None] - values[None, :])  # [b, last]
         future = -utility.late_weight * obs.window_len * np.maximum(
             obs.latency_floor_s + grid - utility.latency_slo_s, 0.0)
-        future = np.broadcast_to(future[None, :, None], reward.shape)  # [s, q, last]
-        for _ in range(self.horizon - 1):
+        future = np.broadcast_to(future[..., None], (*grid.shape, len(allowed)))  # [s, q, last]
+        rates = [mbps] * (self.horizon - 1) if later is None else list(later[: self.horizon - 1])
+        model = None
+        for k in range(len(rates) - 1, -1, -1):  # backlogs in seconds at each window's own rate
+            same = k + 1 < len(rates) and rates[k] is rates[k + 1]
+            if not same:
+                sends = send if rates[k] is mbps else np.array(
+                    [[obs.send_time_s(b, r) for b in allowed] for r in rates[k]])
+                model = plan.step(grid, sends, obs.window_len)
+            assert model is not None
+            reward, after = model
+            if k + 1 < len(rates) and not same:
+                after = after * (rates[k] / rates[k + 1])[:, None, None]
             ahead = _interpolate(future, after, top)  # [s, q, b]
             future = np.max((reward + ahead)[..., None] - switch, axis=2)
         now_reward, now_after = plan.step(backlog[:, None], send, first)  # [s, 1, b]
+        if rates and rates[0] is not mbps:
+            now_after = now_after * (mbps / rates[0])[:, None, None]
         ahead = _interpolate(future, now_after, top)[:, 0, :]
         last = obs.bits_last_window[-1] if obs.bits_last_window else allowed[-1]
         last_value = values[allowed.index(last)] if last in allowed else values[-1]

@@ -188,6 +188,20 @@ def test_the_planner_sends_fewer_bits_for_microbatches_that_arrive_late_already(
     assert late < on_time
 
 
+@pytest.mark.parametrize("fits", [2, 3, 4])
+def test_the_planner_fills_the_queue_through_a_dip_it_is_told_will_end(fits):
+    """Later windows at their own rates (a forecast of each window, as the forecast-ceiling
+    benchmark gives it): told a fast stretch follows, the planner sends more bits than fit now,
+    since the queue will drain; told the same rates, it plans as it does by default."""
+    obs = planner_observation(mbps_fitting(fits))
+    now = np.array([mbps_fitting(fits)])
+    default = PlannerPolicy()._plan(obs, now, obs.window_len)
+    assert default == fits
+    assert PlannerPolicy()._plan(obs, now, obs.window_len, [now.copy()] * 4) == default
+    assert PlannerPolicy()._plan(obs, now, obs.window_len, [now * 4] * 4) > default
+    assert PlannerPolicy()._plan(obs, now, obs.window_len, [now / 2] * 4) == default
+
+
 def test_the_sender_measures_the_delay_gathered_upstream_from_the_microbatch_index():
     """An open-loop source offers microbatch m at m periods (1 s here); a stage that starts it
     later than the path before it takes has the difference as ``upstream_delay_s``."""
