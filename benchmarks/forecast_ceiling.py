@@ -25,7 +25,7 @@ import numpy as np
 from quantpipe_core.policy import Observation, PlannerPolicy
 from quantpipe_core.trace import Trace, load_trace
 from sim import simulate
-from sim.report import pipeline, read_spec, scaled
+from sim.report import SpecError, pipeline, read_spec, scaled
 
 ROOT = Path(__file__).parents[1]
 SPEC = ROOT / "docs" / "reports" / "report.toml"
@@ -65,23 +65,41 @@ def utility(config, trace: Path, policy: str, params: dict) -> float:
     return result["optimal"]["bound"] if policy == "optimal" else result["utility"]["value"]
 
 
+def window_counts(text: str) -> list[int]:
+    """``--known``: comma-separated counts of windows, each from 1 to the planner's horizon."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not whole numbers: {text!r}") from None
+    horizon = PlannerPolicy().horizon
+    if not counts or not all(1 <= k <= horizon for k in counts):
+        raise argparse.ArgumentTypeError(f"each count must be 1 to {horizon}, got {text!r}")
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", type=Path, required=True, help="the shared traces folder")
     parser.add_argument("--pipeline", default="vit-base-2", help="a pipeline of report.toml")
     parser.add_argument("--split", choices=("held-out", "training"), default="held-out")
-    parser.add_argument("--known", default="1,2,5",
-                        help="comma-separated counts of windows whose rate is told (default 1,2,5)")
+    parser.add_argument("--known", type=window_counts, default=[1, 2, 5],
+                        help="comma-separated counts of windows whose rate is told, 1 to 5 "
+                             "(default 1,2,5)")
     parser.add_argument("--jobs", type=int, default=2)
     args = parser.parse_args()
-    spec = read_spec(SPEC, args.shared)
-    entry = pipeline(spec, args.pipeline)
+    if not args.shared.is_dir():
+        parser.error(f"--shared {args.shared}: no such folder")
+    try:
+        spec = read_spec(SPEC, args.shared)
+        entry = pipeline(spec, args.pipeline)
+    except SpecError as error:
+        parser.error(str(error))
     training = set(spec.training())
     cases = [(scaled(entry.config, entry.scales[folder]), trace, entry.scales[folder])
              for folder in spec.folders for trace in spec.traces(folder)
              if (trace in training) == (args.split == "training")]
     runs = [("optimal", {}), ("optimal", {"per": "window"}), ("planner", {})]
-    runs += [(POLICY, {"known": int(k)}) for k in args.known.split(",")]
+    runs += [(POLICY, {"known": k}) for k in args.known]
     with ProcessPoolExecutor(args.jobs) as pool:
         scores = {}
         for policy, params in runs:

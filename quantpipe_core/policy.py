@@ -476,7 +476,11 @@ class PlannerPolicy:
         allowed = sorted(obs.allowed_bits)
         utility = obs.utility or Utility(obs.compute_path_s + obs.window_len * obs.budget_s)
         values = _bit_values(obs, allowed)
-        send = np.array([[obs.send_time_s(b, r) for b in allowed] for r in mbps])  # [s, b]
+
+        def send_times(rates: np.ndarray) -> np.ndarray:  # [s, b]
+            return np.array([[obs.send_time_s(b, r) for b in allowed] for r in rates])
+
+        send = send_times(mbps)
         backlog = obs.queued_bytes * 8 / (mbps * 1e6)  # [s]
         top = max(2 * utility.latency_slo_s, float(backlog.max()), 1e-6)
         grid = np.broadcast_to(np.linspace(0.0, top, self.grid), (len(mbps), self.grid))
@@ -486,16 +490,14 @@ class PlannerPolicy:
             obs.latency_floor_s + grid - utility.latency_slo_s, 0.0)
         future = np.broadcast_to(future[..., None], (*grid.shape, len(allowed)))  # [s, q, last]
         rates = [mbps] * (self.horizon - 1) if later is None else list(later[: self.horizon - 1])
-        model = None
-        for k in range(len(rates) - 1, -1, -1):  # backlogs in seconds at each window's own rate
-            same = k + 1 < len(rates) and rates[k] is rates[k + 1]
-            if not same:
-                sends = send if rates[k] is mbps else np.array(
-                    [[obs.send_time_s(b, r) for b in allowed] for r in rates[k]])
-                model = plan.step(grid, sends, obs.window_len)
-            assert model is not None
+        model = None  # one window's model, kept while the rate does not change
+        for k in reversed(range(len(rates))):  # backlogs in seconds at each window's own rate
+            changes = k + 1 < len(rates) and rates[k] is not rates[k + 1]
+            if model is None or changes:
+                model = plan.step(grid, send if rates[k] is mbps else send_times(rates[k]),
+                                  obs.window_len)
             reward, after = model
-            if k + 1 < len(rates) and not same:
+            if changes:  # the backlog handed on, in seconds at the next window's rate
                 after = after * (rates[k] / rates[k + 1])[:, None, None]
             ahead = _interpolate(future, after, top)  # [s, q, b]
             future = np.max((reward + ahead)[..., None] - switch, axis=2)

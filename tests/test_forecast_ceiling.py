@@ -4,7 +4,11 @@ knowledge shows in its utility."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from quantpipe_core.config import load_config
 from sim import simulate
@@ -27,3 +31,23 @@ def test_the_planner_told_the_next_windows_beats_the_planner_and_stays_under_the
     planner = utility_of("planner", {})["utility"]["value"]
     bound = utility_of("optimal", {})["optimal"]["bound"]
     assert planner + 0.03 < told <= bound
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--known", "0"], "each count must be 1 to 5"),
+    (["--known", "2,x"], "not whole numbers"),
+    ([], "no such trace folder"),  # the report's spec names folders this one lacks
+])
+def test_the_diagnostic_refuses_bad_arguments_saying_which(tmp_path, args, message):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forecast_ceiling.py"),
+                           "--shared", str(tmp_path), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_diagnostic_refuses_a_shared_folder_that_is_not_there(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forecast_ceiling.py"),
+                           "--shared", str(tmp_path / "missing")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no such folder" in done.stderr
